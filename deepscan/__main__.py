@@ -1,0 +1,3 @@
+from deepscan.cli import main
+
+main()

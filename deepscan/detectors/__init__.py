@@ -1,0 +1,3 @@
+"""The detectors, one module per paper. Importing this package registers them all."""
+
+from deepscan.detectors import faclue  # noqa: F401
