@@ -1,0 +1,1 @@
+"""Reports out: JSON (and HTML) scan reports."""

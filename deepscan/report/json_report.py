@@ -1,0 +1,93 @@
+"""The versioned JSON scan report, with its chain-of-custody block.
+
+Schema ``deepscan.scan-report`` version 1:
+
+    {"schema": "deepscan.scan-report", "schema_version": 1,
+     "custody": {deepscan_version, started_at, finished_at, host, python, torch, detector, weights, parameters},
+     "summary": {files, complete, partial, errors, verdicts: {label: count}, interrupted},
+     "files": [FileResult as dict: path, kind, status, message, sha256, size_bytes, media, frames_scanned,
+               faces: [...per face...], tracks: [...per track...], verdict]}
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+from collections import Counter
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import deepscan
+
+SCHEMA = "deepscan.scan-report"
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def build_report(
+    results: list,
+    *,
+    options,
+    detector_config,
+    weights,
+    started_at: str,
+    finished_at: str,
+    interrupted: bool = False,
+) -> dict:
+    import torch
+
+    statuses = Counter(result.status for result in results)
+    verdicts = Counter(result.verdict.label for result in results if result.verdict is not None)
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "custody": {
+            "deepscan_version": deepscan.__version__,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "detector": {"name": detector_config.name, "paper": detector_config.paper},
+            "weights": {
+                "source": weights.source,
+                "path": str(weights.path) if weights.path else None,
+                "sha256": weights.sha256,
+                "trained": weights.trained,
+            },
+            "parameters": asdict(options),
+        },
+        "summary": {
+            "files": len(results),
+            "complete": statuses.get("complete", 0),
+            "partial": statuses.get("partial", 0),
+            "errors": statuses.get("error", 0),
+            "verdicts": dict(verdicts),
+            "interrupted": interrupted,
+        },
+        "files": [_finite(result.to_dict()) for result in results],
+    }
+
+
+def _finite(value):
+    """JSON has no NaN: faces left unscored (an interrupt) carry null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def write_report(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(report, indent=2, allow_nan=False))
+    temporary.replace(path)  # never leave a half-written report behind

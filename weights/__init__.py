@@ -1,0 +1,1 @@
+"""Detector weights shipped with deepscan (safetensors + model cards + SHA256SUMS)."""
