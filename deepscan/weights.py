@@ -109,7 +109,7 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
     except (SafetensorError, OSError) as error:
         raise WeightsError(f"{weights.path.name}: not a readable safetensors file ({error})") from None
     own = detector.state_dict()
-    missing = [name for name in own if name not in state]
+    missing = [name for name in own if name not in state and not detector.is_training_only(name)]
     unexpected = [name for name in state if name not in own]
     misshapen = [name for name in own if name in state and state[name].shape != own[name].shape]
     if missing or unexpected or misshapen:
@@ -118,13 +118,19 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
             f"{weights.path.name}: does not fit detector {detector.config.name!r} ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(misshapen)} misshapen tensors, e.g. {example})"
         )
-    detector.load_state_dict(state)
+    detector.load_state_dict(state, strict=False)
 
 
-def save_weights(detector: Detector, path: Path, metadata: dict[str, str] | None = None) -> str:
-    """Write ``detector``'s state dict as safetensors; returns its sha256."""
+def save_weights(
+    detector: Detector, path: Path, metadata: dict[str, str] | None = None, *, inference_only: bool = True
+) -> str:
+    """Write ``detector``'s state dict as safetensors (by default without training-only modules); returns its sha256."""
     from safetensors.torch import save_file
 
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in detector.state_dict().items()}
+    state = {
+        name: tensor.detach().contiguous().cpu()
+        for name, tensor in detector.state_dict().items()
+        if not (inference_only and detector.is_training_only(name))
+    }
     save_file(state, str(path), metadata={"detector": detector.config.name, **(metadata or {})})
     return sha256_file(path)

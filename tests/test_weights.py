@@ -76,3 +76,28 @@ def test_hub_spec_reads_the_local_cache_offline(tmp_path, monkeypatch, detector)
 def test_shipped_checksums_parse_sha256sum_format(tmp_path):
     (tmp_path / "SHA256SUMS").write_text("ab12  a.safetensors\ncd34 *b.safetensors\n")
     assert shipped_checksums(tmp_path) == {"a.safetensors": "ab12", "b.safetensors": "cd34"}
+
+
+def test_training_only_modules_stay_out_of_shipped_weights_and_the_count(tmp_path):
+    from deepscan.detectors.base import Detector, DetectorConfig
+
+    class WithCritic(Detector):
+        training_only = ("critic",)
+
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(4, 1)
+            self.critic = torch.nn.Linear(4, 1)
+
+    detector = WithCritic()
+    detector.config = DetectorConfig(name="with-critic", paper="-", input_size=4)
+    assert detector.count_parameters() == 5
+    path = tmp_path / "w.safetensors"
+    save_weights(detector, path)
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(path))) == {"body.weight", "body.bias"}
+    fresh = WithCritic()
+    fresh.config = detector.config
+    load_weights(fresh, resolve_weights(None, path))  # the critic may be missing: inference never uses it
+    assert torch.equal(fresh.body.weight, detector.body.weight)

@@ -1,3 +1,4 @@
 """The detectors, one module per paper. Importing this package registers them all."""
 
 from deepscan.detectors import faclue  # noqa: F401
+from deepscan.detectors import ralf  # noqa: F401

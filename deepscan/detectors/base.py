@@ -53,7 +53,7 @@ class LossOutput:
 
 @dataclass
 class FrequencyView:
-    """One picture of what a method sees in frequency: an image (H, W) or a stack (C, H, W)."""
+    """One picture of what a method sees: a map (H, W) shown with ``cmap``, or a colour image (H, W, 3) in [0, 1]."""
 
     title: str
     image: np.ndarray
@@ -68,6 +68,12 @@ class Detector(nn.Module):
     """Base class: subclasses implement ``logits`` (and override the rest only when they must)."""
 
     config: DetectorConfig
+    # Sub-modules used only while training (a GAN discriminator, say): left out of shipped weights and of
+    # the parameter count, and not required when loading weights for inference.
+    training_only: tuple[str, ...] = ()
+
+    def is_training_only(self, name: str) -> bool:
+        return any(name == module or name.startswith(module + ".") for module in self.training_only)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.config.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -118,4 +124,5 @@ class Detector(nn.Module):
         return {}
 
     def count_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Parameters used at inference (training-only modules excluded)."""
+        return sum(p.numel() for name, p in self.named_parameters() if not self.is_training_only(name))

@@ -1,0 +1,264 @@
+import logging
+
+import pytest
+import torch
+
+from deepscan.detectors.ralf import (
+    PAPER_RECIPE,
+    RALF,
+    FrequencyDestructor,
+    frequency_weights,
+    hypersphere_embedding_loss,
+    perceptual_contrast_ratio,
+    weighted_frequency_l1,
+)
+from deepscan.frequency import dct2, idct2
+from deepscan.registry import create_detector, get_config
+
+SIZE = 64
+TINY = dict(image_size=SIZE, width=8, blocks_per_scale=1, discriminator_width=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_intra_op_thread():
+    # Tiny tensors through Xception's ~80 small convs: on a shared 2-core machine, two intra-op threads spend
+    # more time synchronising than computing (measured 5-10x slower than one thread under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def empty_torch_home(tmp_path, monkeypatch):
+    # No VGG19 in the hub cache: the perceptual net must fall back to random weights, whatever this machine holds.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return create_detector("ralf", **TINY)
+
+
+def make_optimizers(detector):
+    groups = detector.parameter_groups()
+    recipe = PAPER_RECIPE["optimizers"]
+    return {
+        "model": torch.optim.Adam(groups["model"], lr=recipe["model"]["lr"]),
+        "discriminator": torch.optim.Adam(
+            groups["discriminator"], lr=recipe["discriminator"]["lr"], betas=recipe["discriminator"]["betas"]
+        ),
+    }
+
+
+def test_config_matches_the_paper_setting():
+    config = get_config("ralf")
+    assert config.input_size == 256 and config.cam_target_layers
+
+
+def test_every_intermediate_has_its_shape(detector):
+    detector.eval()
+    with torch.no_grad():
+        run = detector.run_all(torch.rand(2, 3, SIZE, SIZE))
+    assert run.image.shape == run.destructed.shape == run.reconstruction.shape == (2, 3, SIZE, SIZE)
+    assert run.difference.shape == run.destruction_residual.shape == (2, 3, SIZE, SIZE)
+    assert run.embedding_map.shape == (2, 4 * TINY["width"], SIZE // 4, SIZE // 4)
+    assert run.embedding.shape == (2, 4 * TINY["width"])
+    assert run.logits.shape == (2,) and torch.isfinite(run.logits).all()
+    assert detector.destructor.mask.shape == (SIZE, SIZE)
+    assert detector.classifier.attention_map(run.destruction_residual).shape[:2] == (2, 1)
+
+
+def test_inference_uses_neither_discriminator_nor_vgg(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the discriminator ran during inference")
+
+    fresh = create_detector("ralf", **TINY).eval()
+    monkeypatch.setattr(fresh.discriminator, "forward", refuse)
+    with torch.no_grad():
+        assert fresh(torch.rand(1, 3, SIZE, SIZE)).shape == (1,)
+    assert fresh._perceptual_features is None
+
+
+def test_destructor_with_mask_forced_to_one_is_the_identity():
+    destructor = FrequencyDestructor(32).double()
+    with torch.no_grad():
+        destructor.mask_logits.fill_(100.0)  # sigmoid(100) == 1 in float64
+    assert torch.equal(destructor.mask, torch.ones(32, 32, dtype=torch.float64))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(destructor(x), x)
+
+
+def test_destructor_suppresses_exactly_the_masked_coefficients():
+    destructor = FrequencyDestructor(16).double()
+    with torch.no_grad():
+        destructor.mask_logits.fill_(100.0)
+        destructor.mask_logits[8:, 8:] = -100.0  # drop the highest band
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    kept = dct2(destructor(x))
+    assert kept[..., 8:, 8:].abs().max() < 1e-12
+    torch.testing.assert_close(kept[..., :8, :], dct2(x)[..., :8, :])
+
+
+def test_mask_stays_in_unit_interval_even_for_extreme_parameters():
+    destructor = FrequencyDestructor(8)
+    with torch.no_grad():
+        destructor.mask_logits.copy_(torch.linspace(-1e4, 1e4, 64).view(8, 8))
+    mask = destructor.mask
+    assert (mask >= 0).all() and (mask <= 1).all()
+    assert mask.min() == 0 and mask.max() == 1
+
+
+def test_weighted_frequency_loss_favours_high_frequencies():
+    size = 32
+    weights = frequency_weights(size)
+    target = torch.zeros(1, 3, size, size)
+
+    def error_at(u, v):
+        coefficients = torch.zeros(1, 3, size, size)
+        coefficients[..., u, v] = 1.0
+        return idct2(coefficients)
+
+    low, high = error_at(0, 1), error_at(size - 1, size - 1)
+    plain_low = (dct2(low) - dct2(target)).abs().mean()
+    plain_high = (dct2(high) - dct2(target)).abs().mean()
+    torch.testing.assert_close(plain_low, plain_high)  # plain L1 of DCT coefficients cannot tell them apart
+    weighted_low = weighted_frequency_l1(low, target, weights)
+    weighted_high = weighted_frequency_l1(high, target, weights)
+    assert weighted_high > plain_high > weighted_low
+    assert weighted_high / weighted_low > 10
+
+
+def test_frequency_weights_grow_with_frequency_and_average_one():
+    weights = frequency_weights(16)
+    assert weights.shape == (16, 16)
+    assert torch.isclose(weights.mean(), torch.tensor(1.0))
+    assert weights[0, 0] == weights.min() and weights[-1, -1] == weights.max()
+    assert (weights.diff(dim=0) > 0).all() and (weights.diff(dim=1) > 0).all()
+
+
+def test_embedding_loss_is_zero_only_inside_and_outside_the_right_spheres():
+    center = torch.zeros(2)
+    embeddings = torch.tensor([[0.01, 0.0], [0.0, 2.0], [0.5, 0.0], [0.0, 1.0]])
+    real = torch.tensor([True, False, True, False])
+    # Samples 0 (real, inside 0.05) and 1 (fake, beyond 1.5) cost nothing; 2 and 3 cost 0.45 and 0.5.
+    loss = hypersphere_embedding_loss(embeddings, real, center, real_radius=0.05, fake_radius=1.5)
+    torch.testing.assert_close(loss, torch.tensor(0.45 / 2 + 0.5 / 2))
+    satisfied = hypersphere_embedding_loss(embeddings[:2], real[:2], center, 0.05, 1.5)
+    assert satisfied == 0
+
+
+def test_perceptual_contrast_ratio_is_small_when_reals_reconstruct_better_than_fakes():
+    inputs = [torch.zeros(4, 2, 4, 4) for _ in range(5)]
+    real = torch.tensor([True, True, False, False])
+    faithful_reals = [torch.cat([torch.full((2, 2, 4, 4), 0.1), torch.full((2, 2, 4, 4), 1.0)]) for _ in range(5)]
+    swapped = [torch.cat([torch.full((2, 2, 4, 4), 1.0), torch.full((2, 2, 4, 4), 0.1)]) for _ in range(5)]
+    good = perceptual_contrast_ratio(faithful_reals, inputs, real)
+    bad = perceptual_contrast_ratio(swapped, inputs, real)
+    assert good < 0.2 < 10 < bad
+    assert perceptual_contrast_ratio(swapped, inputs, torch.ones(4, dtype=torch.bool)) == 0
+
+
+def test_training_step_updates_every_part_and_reports_finite_terms(detector, caplog):
+    torch.manual_seed(1)
+    detector.train()
+    optimizers = make_optimizers(detector)
+    groups = detector.parameter_groups()
+    assert {id(p) for p in groups["model"]}.isdisjoint(id(p) for p in groups["discriminator"])
+    before = {name: p.detach().clone() for name, p in detector.named_parameters()}
+    center_before = detector.embedding_center.clone()
+
+    x, y = torch.rand(2, 3, SIZE, SIZE), torch.tensor([0, 1])
+    with caplog.at_level(logging.WARNING, logger="deepscan.detectors.ralf"):
+        out = detector.training_step(x, y, optimizers, progress=0.5)
+
+    expected = {"bce", "l1", "freq", "adv", "reconstruction", "emb", "emb_ramp", "con", "disc", "total"}
+    assert set(out.terms) == expected
+    assert all(isinstance(v, float) and torch.isfinite(torch.tensor(v)) for v in out.terms.values()), out.terms
+    assert out.terms["emb_ramp"] == 0.5
+    assert out.logits.shape == (2,)
+    assert "untrained" in caplog.text and "VGG19" in caplog.text
+
+    changed = {name for name, p in detector.named_parameters() if not torch.equal(p, before[name])}
+    for part in ["destructor.mask_logits", "reconstructor.stem.0.weight", "reconstructor.head.0.weight",
+                 "reconstructor.encoder3.0.body.0.0.weight", "classifier.stem.conv1.weight",
+                 "classifier.guide.0.weight", "classifier.attention.conv.weight", "classifier.fc.weight",
+                 "discriminator.net.0.weight"]:
+        assert part in changed, part
+    unchanged = set(before) - changed
+    assert not unchanged, sorted(unchanged)[:5]
+    assert not torch.equal(detector.embedding_center, center_before)
+    assert detector.embedding_center_updates == 1
+    assert (detector.destructor.mask >= 0).all() and (detector.destructor.mask <= 1).all()
+
+
+def test_embedding_ramp_follows_progress(detector):
+    detector.train()
+    x, y = torch.rand(2, 3, SIZE, SIZE), torch.tensor([0, 1])
+    with torch.no_grad():
+        run = detector.run_all(x)
+        start = detector.objective(run, y, progress=0.0)
+        end = detector.objective(run, y, progress=1.0)
+        full = detector.loss(x, y)
+    assert full.terms["emb_ramp"] == 1.0 and set(full.terms) == set(end.terms)
+    assert start.terms["emb_ramp"] == 0.0 and end.terms["emb_ramp"] == 1.0
+    if end.terms["emb"] > 0:
+        assert end.terms["total"] > start.terms["total"]
+
+
+def test_state_dict_holds_the_centre_but_no_vgg_and_reloads_into_a_fresh_detector(detector, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    detector.perceptual_features()  # built by training; must not leak into the weights
+    state = detector.state_dict()
+    assert "embedding_center" in state
+    assert not any("vgg" in name or "perceptual" in name for name in state)
+    path = tmp_path / "ralf.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    fresh = create_detector("ralf", **TINY)
+    result = fresh.load_state_dict(load_file(str(path)), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    torch.testing.assert_close(fresh.embedding_center, detector.embedding_center)
+
+
+def test_vgg_weights_load_from_a_local_safetensors_file(tmp_path, caplog):
+    from safetensors.torch import save_file
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(3)
+    reference = make_layers(cfgs["E"])  # a full VGG19 feature stack, saved with torchvision's key names
+    save_file({f"features.{k}": v for k, v in reference.state_dict().items()}, str(tmp_path / "vgg19.safetensors"))
+    detector = RALF(**TINY, vgg_weights=tmp_path / "vgg19.safetensors")
+    with caplog.at_level(logging.WARNING, logger="deepscan.detectors.ralf"):
+        features = detector.perceptual_features()
+    assert features.pretrained and "untrained" not in caplog.text
+    torch.testing.assert_close(features.layers[10].weight, reference[10].weight)
+    assert not any(p.requires_grad for p in features.layers.parameters())
+    outputs = features(torch.rand(1, 3, 32, 32))
+    assert [o.shape[1] for o in outputs] == [64, 64, 128, 128, 256]
+
+
+def test_cam_target_is_a_classifier_layer_with_a_tensor_output(detector):
+    detector.eval()
+    (layer,) = detector.cam_target_layers()
+    captured = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    try:
+        detector(torch.rand(1, 3, SIZE, SIZE, requires_grad=True))
+    finally:
+        handle.remove()
+    assert len(captured) == 1 and isinstance(captured[0], torch.Tensor) and captured[0].requires_grad
+    assert any(layer is module for module in detector.classifier.modules())
+
+
+def test_frequency_views_cover_mask_spectrum_and_images(detector):
+    detector.eval()
+    views = detector.frequency_views(torch.rand(1, 3, SIZE, SIZE))
+    assert set(views) == {"mask", "suppressed_spectrum", "destructed", "reconstruction", "residual"}
+    assert views["mask"].image.shape == views["suppressed_spectrum"].image.shape == (SIZE, SIZE)
+    assert (views["mask"].image <= 0).all()
+    for name in ["destructed", "reconstruction", "residual"]:
+        image = views[name].image
+        assert image.shape == (SIZE, SIZE, 3) and image.min() >= 0 and image.max() <= 1, name
+    assert views["residual"].image.max() == pytest.approx(1.0)
