@@ -33,7 +33,7 @@ def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
 
 def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_ycbcr`."""
-    inverse = torch.linalg.inv(_RGB_TO_YCBCR.double()).to(x)
+    inverse = torch.linalg.inv(_RGB_TO_YCBCR).to(x)
     offset = _YCBCR_OFFSET.to(x).view(1, 3, 1, 1)
     return torch.einsum("ij,bjhw->bihw", inverse, x - offset)
 

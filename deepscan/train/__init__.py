@@ -1,0 +1,1 @@
+"""Training: recipes, datasets, pseudo-fakes, samplers and the trainer."""
