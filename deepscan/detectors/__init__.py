@@ -4,3 +4,4 @@ from deepscan.detectors import faclue  # noqa: F401
 from deepscan.detectors import pel  # noqa: F401
 from deepscan.detectors import mclcr  # noqa: F401
 from deepscan.detectors import ralf  # noqa: F401
+from deepscan.detectors import sficonv  # noqa: F401
