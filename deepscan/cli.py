@@ -13,7 +13,9 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     name="deepscan",
@@ -24,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped
 
 EXIT_INCOMPLETE = 1  # some input could not be read in full
 EXIT_USAGE = 2
@@ -36,7 +38,7 @@ class UserError(Exception):
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -184,9 +186,9 @@ def _rate_ticker(progress, task):
 
 def _print_file_line(result) -> None:
     if result.status == "error":
-        err.print(f"[red]error:[/] {result.message}", highlight=False)
+        err.print(f"[red]error:[/] {escape(result.message)}", highlight=False)
     elif result.status == "partial":
-        err.print(f"[yellow]partial:[/] {result.message} (results so far are kept)", highlight=False)
+        err.print(f"[yellow]partial:[/] {escape(result.message)} (results so far are kept)", highlight=False)
 
 
 def _print_summary(results, trained: bool) -> None:
@@ -198,8 +200,8 @@ def _print_summary(results, trained: bool) -> None:
         label = verdict.label if verdict else "-"
         score = f"{verdict.score:.3f}" if verdict and verdict.score is not None else "-"
         table.add_row(
-            Path(result.path).name,
-            f"[{VERDICT_STYLE.get(label, '')}]{label}[/]",
+            Text(Path(result.path).name),
+            Text(label, style=VERDICT_STYLE.get(label, "")),
             score,
             str(len(result.faces)),
             str(len(result.tracks)),

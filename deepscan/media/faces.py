@@ -1,0 +1,427 @@
+"""Face detection (MediaPipe BlazeFace short range, shipped in the package) and face crops.
+
+BlazeFace sees a 128 x 128 letterboxed copy of its input, and finds faces down to roughly an
+eighth of that input's longer side. A whole 1280 x 720 frame therefore hides faces smaller than
+about 150 px, so large frames are also searched tile by tile (overlapping, square-ish tiles of about
+``tile_size`` pixels), and the detections of all passes are merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import math
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MODEL_NAME = "face_detection_short_range.tflite"
+# sha256 of face_detection_short_range.tflite as shipped in the mediapipe 0.10.21 wheel.
+MODEL_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
+
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+
+# A detection this close (as a share of the tile side) to a tile edge that lies inside the frame
+# is probably a face cut by that edge: the neighbouring tile or the whole frame sees it whole.
+_CUT_EDGE_SHARE = 0.02
+# Two detections one of which lies mostly inside the other are one face seen twice.
+_CONTAINED_SHARE = 0.6
+# How far round a kept face (as a share of its size) a cut detection counts as its fragment.
+_FRAGMENT_REACH = 0.25
+
+
+class FaceModelError(RuntimeError):
+    """The face detection model is missing or is not the file deepscan shipped."""
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """A detected face, in pixel coordinates of the frame it was found in.
+
+    ``box`` is ``(x0, y0, x1, y1)`` and may reach outside the frame for faces at its edge.
+    ``keypoints`` is a (6, 2) array of (x, y): right eye, left eye, nose tip, mouth, right ear,
+    left ear, in MediaPipe's order ("right" is the person's right, on the left of the picture).
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
+
+    @property
+    def size(self) -> float:
+        """The longer side of the box: the scale that distances between faces are measured in."""
+        return max(self.width, self.height)
+
+
+def load_model_bytes(model_path: str | os.PathLike[str] | None = None) -> bytes:
+    """The detector model's bytes (the shipped one by default), checked against MODEL_SHA256."""
+    if model_path is None:
+        source = resources.files("deepscan").joinpath("assets", MODEL_NAME)
+    else:
+        source = Path(model_path)
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        raise FaceModelError(
+            f"face detection model {MODEL_NAME} cannot be read ({error}); reinstall deepscan"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != MODEL_SHA256:
+        raise FaceModelError(
+            f"face detection model {source} is damaged or not the shipped file "
+            f"(sha256 {digest}, expected {MODEL_SHA256}); reinstall deepscan"
+        )
+    return data
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide what MediaPipe's C++ side prints straight to file descriptor 2 (INFO lines, warnings).
+
+    Nothing else silences it (GLOG_minloglevel and TF_CPP_MIN_LOG_LEVEL do not), and a scan's
+    output must stay readable. Held only around model creation, the first call and closing.
+    """
+    stderr_fd = 2  # the native side writes to the descriptor, whatever sys.stderr is now
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved_fd = os.dup(stderr_fd)
+    except OSError:
+        # No descriptor 2 at all (a detached service): there is nothing to hide from.
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), stderr_fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved_fd, stderr_fd)
+    finally:
+        os.close(saved_fd)
+
+
+def _axis_spans(length: int, tile_size: int, overlap: float) -> list[tuple[int, int]]:
+    """Spans of equal tiles covering ``0..length`` whose neighbours share ``overlap`` of a tile."""
+    if length <= tile_size:
+        return [(0, length)]
+    count = math.ceil((length - tile_size * overlap) / (tile_size * (1 - overlap)))
+    side = length / (count - (count - 1) * overlap)
+    stride = side * (1 - overlap)
+    return [(round(i * stride), min(length, round(i * stride + side))) for i in range(count)]
+
+
+def tile_regions(
+    height: int, width: int, tile_size: int = 512, overlap: float = 0.25
+) -> list[tuple[int, int, int, int]]:
+    """Overlapping tiles ``(x0, y0, x1, y1)`` of about ``tile_size`` covering a frame (row-major).
+
+    Tiles are as close to ``tile_size`` as whole counts allow, never larger, so they are square-ish:
+    a 1280 x 720 frame gives 3 x 2 tiles of 512 x 411, 1920 x 1080 gives 5 x 3 tiles of 480 x 432.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    rows = _axis_spans(height, tile_size, overlap)
+    columns = _axis_spans(width, tile_size, overlap)
+    return [(x0, y0, x1, y1) for y0, y1 in rows for x0, x1 in columns]
+
+
+def _box_area(box: np.ndarray) -> np.ndarray:
+    return np.clip(box[..., 2] - box[..., 0], 0, None) * np.clip(box[..., 3] - box[..., 1], 0, None)
+
+
+def _intersection(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+
+
+def box_iou(box: tuple[float, ...] | np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one ``(x0, y0, x1, y1)`` box with each row of an (N, 4) array."""
+    box = np.asarray(box, dtype=np.float64)
+    others = np.asarray(others, dtype=np.float64).reshape(-1, 4)
+    overlap = _intersection(box, others)
+    union = _box_area(box) + _box_area(others) - overlap
+    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+
+
+def _grown(boxes: np.ndarray, share: float) -> np.ndarray:
+    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None] * share
+    return boxes + np.hstack([-sizes, -sizes, sizes, sizes])
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    face: Face
+    region: tuple[int, int, int, int] | None  # the tile it was found in; None for the whole frame
+    cut: bool  # touches an edge of its tile that lies inside the frame
+
+
+def _contains(region: tuple[int, int, int, int], box: np.ndarray) -> bool:
+    return bool(
+        box[0] >= region[0] and box[1] >= region[1] and box[2] <= region[2] and box[3] <= region[3]
+    )
+
+
+def _merge_detections(
+    candidates: list[_Candidate], iou_threshold: float, height: int, width: int
+) -> list[Face]:
+    """Non-maximum suppression over all passes, which also removes what tiles see of faces they cut.
+
+    A tile that holds only part of a face may call that part (the eyes, or the chin and collar) a
+    face of its own. Such fragments are dropped: a detection is suppressed when it overlaps a face
+    already kept by more than ``iou_threshold`` IoU, or mostly lies inside it (or it inside the
+    detection), or, for a tile's detection, when it overlaps a kept face that its tile does not
+    wholly contain, or touches the surroundings of a kept face while being cut by its tile's edge.
+    Detections cut by a tile edge come last, so whole views of a face win.
+    """
+    ordered = sorted(candidates, key=lambda candidate: (candidate.cut, -candidate.face.score))
+    frame = np.array([0, 0, width, height], dtype=np.float64)
+    kept: list[Face] = []
+    kept_boxes = np.empty((0, 4))
+    for candidate in ordered:
+        box = np.asarray(candidate.face.box, dtype=np.float64)
+        if len(kept):
+            overlap = _intersection(box, kept_boxes)
+            smaller_area = np.minimum(_box_area(box), _box_area(kept_boxes))
+            contained = np.divide(
+                overlap, smaller_area, out=np.ones_like(overlap), where=smaller_area > 0
+            )
+            if np.any(box_iou(box, kept_boxes) > iou_threshold) or np.any(
+                contained > _CONTAINED_SHARE
+            ):
+                continue
+            if candidate.region is not None:
+                visible = np.clip(kept_boxes, frame[[0, 1, 0, 1]], frame[[2, 3, 2, 3]])
+                partly_seen = np.array([not _contains(candidate.region, b) for b in visible])
+                if np.any((overlap > 0) & partly_seen):
+                    continue
+            if candidate.cut and np.any(
+                _intersection(box, _grown(kept_boxes, _FRAGMENT_REACH)) > 0
+            ):
+                continue
+        kept.append(candidate.face)
+        kept_boxes = np.vstack([kept_boxes, box])
+    return sorted(kept, key=lambda face: -face.score)
+
+
+def _import_mediapipe_quietly() -> None:
+    with contextlib.suppress(Exception):
+        importlib.import_module("mediapipe.tasks.python.vision")
+
+
+def _import_mediapipe():
+    """mediapipe, imported on first use: it takes seconds, and only face detection needs it.
+
+    mediapipe keeps the exception of its optional ``sounddevice`` import, traceback and all, and
+    that traceback pins every frame that was on the stack during the first import: the caller's
+    locals (whole video frames, this detector) would never be freed. A thread of its own does the
+    first import so that only that thread's empty frames stay pinned.
+    """
+    if "mediapipe.tasks.python.vision" not in sys.modules:
+        loader = threading.Thread(target=_import_mediapipe_quietly, name="import-mediapipe")
+        loader.start()
+        loader.join()
+    # Already loaded now; if loading failed, this import raises the real error here.
+    import mediapipe
+    from mediapipe.tasks import python as tasks
+
+    return mediapipe, tasks
+
+
+def _close_native(detector) -> None:
+    with _native_stderr_silenced():
+        detector.close()
+
+
+class FaceDetector:
+    """BlazeFace short range on the whole frame and, for large frames, on overlapping tiles.
+
+    Use as a context manager (or call :meth:`close`): MediaPipe holds native resources.
+    """
+
+    def __init__(
+        self,
+        min_score: float = 0.5,
+        tile: bool = True,
+        tile_size: int = 512,
+        tile_overlap: float = 0.25,
+        tile_min_score: float | None = 0.65,
+        nms_iou: float = 0.35,
+        model_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        mp, tasks = _import_mediapipe()
+        self._detector = None
+        if tile_size < 128:
+            raise ValueError(
+                f"tile_size must be at least the model's 128 px input, got {tile_size}"
+            )
+        self.min_score = min_score
+        # Tiles show the model many small views, of bodies and backgrounds too: on portraits in
+        # 1080p frames, tile-only false faces (collars, medals) scored up to 0.67, while true faces
+        # of 78 px or more scored 0.82 and above. Tile detections must therefore score higher.
+        self.tile_min_score = min_score if tile_min_score is None else tile_min_score
+        self.tile = tile
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.nms_iou = nms_iou
+        self._mp = mp
+        options = tasks.vision.FaceDetectorOptions(
+            base_options=tasks.BaseOptions(model_asset_buffer=load_model_bytes(model_path)),
+            # IMAGE mode: scans sample frames seconds apart, so there is no motion to track.
+            running_mode=tasks.vision.RunningMode.IMAGE,
+            min_detection_confidence=min(self.min_score, self.tile_min_score),
+            min_suppression_threshold=nms_iou,
+        )
+        with _native_stderr_silenced():
+            self._detector = tasks.vision.FaceDetector.create_from_options(options)
+        # Closes a detector its owner forgot once it is garbage collected. Not at exit: by then
+        # MediaPipe's worker pool is shut down and closing fails; only `with` or close() is clean.
+        self._closer = weakref.finalize(self, _close_native, self._detector)
+        self._closer.atexit = False
+        self._warmed_up = False
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Free the native detector; safe to call twice."""
+        if self._detector is not None:
+            self._closer()
+            self._detector = None
+
+    def tiles_for(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The tiles :meth:`detect` searches besides the whole frame (none for small frames)."""
+        # Below 1.5 tiles the whole frame already resolves nearly as small a face as a tile would.
+        if not self.tile or max(height, width) <= 1.5 * self.tile_size:
+            return []
+        return tile_regions(height, width, self.tile_size, self.tile_overlap)
+
+    def _detect_region(
+        self, image: np.ndarray, region: tuple[int, int, int, int], min_score: float
+    ) -> list[Face]:
+        x0, y0, x1, y1 = region
+        pixels = np.ascontiguousarray(image[y0:y1, x0:x1])
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=pixels)
+        if self._warmed_up:
+            result = self._detector.detect(mp_image)
+        else:
+            with _native_stderr_silenced():
+                result = self._detector.detect(mp_image)
+            self._warmed_up = True
+        faces = []
+        width, height = x1 - x0, y1 - y0
+        for detection in result.detections:
+            bbox = detection.bounding_box
+            box = (
+                float(x0 + bbox.origin_x),
+                float(y0 + bbox.origin_y),
+                float(x0 + bbox.origin_x + bbox.width),
+                float(y0 + bbox.origin_y + bbox.height),
+            )
+            keypoints = np.array(
+                [(x0 + point.x * width, y0 + point.y * height) for point in detection.keypoints],
+                dtype=np.float64,
+            ).reshape(-1, 2)
+            score = float(detection.categories[0].score) if detection.categories else 0.0
+            if score < min_score:
+                continue
+            faces.append(Face(box=box, score=score, keypoints=keypoints))
+        return faces
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an H x W x 3 uint8 RGB frame, best score first."""
+        if self._detector is None:
+            raise RuntimeError("FaceDetector is closed")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"expected an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}"
+            )
+        height, width = image.shape[:2]
+        candidates = [
+            _Candidate(face, None, cut=False)
+            for face in self._detect_region(image, (0, 0, width, height), self.min_score)
+        ]
+        for region in self.tiles_for(height, width):
+            for face in self._detect_region(image, region, self.tile_min_score):
+                cut = self._cut_by_tile_edge(face, region, height, width)
+                candidates.append(_Candidate(face, region, cut))
+        return _merge_detections(candidates, self.nms_iou, height, width)
+
+    @staticmethod
+    def _cut_by_tile_edge(
+        face: Face, region: tuple[int, int, int, int], height: int, width: int
+    ) -> bool:
+        x0, y0, x1, y1 = region
+        margin = _CUT_EDGE_SHARE * max(x1 - x0, y1 - y0)
+        box_x0, box_y0, box_x1, box_y1 = face.box
+        return bool(
+            (x0 > 0 and box_x0 <= x0 + margin)
+            or (y0 > 0 and box_y0 <= y0 + margin)
+            or (x1 < width and box_x1 >= x1 - margin)
+            or (y1 < height and box_y1 >= y1 - margin)
+        )
+
+
+def face_square(face: Face, margin: float = 1.3) -> tuple[float, float, float, float]:
+    """The square, in frame pixels, that :func:`crop_face` cuts: ``margin`` times the box's longer
+    side, centred on the box, snapped to whole pixels. A heatmap over the crop maps back onto it."""
+    if margin <= 0:
+        raise ValueError(f"margin must be positive, got {margin}")
+    side = max(1, round(margin * face.size))
+    center_x, center_y = face.center
+    x0 = round(center_x - side / 2)
+    y0 = round(center_y - side / 2)
+    return (float(x0), float(y0), float(x0 + side), float(y0 + side))
+
+
+def crop_face(
+    image: np.ndarray, face: Face, size: int, margin: float = 1.3, padding: str = "reflect"
+) -> np.ndarray:
+    """A ``size`` x ``size`` x 3 uint8 crop of the square :func:`face_square` gives.
+
+    Where the square leaves the frame the crop is padded by mirroring the frame at its edge
+    (``padding="reflect"``, any ``numpy.pad`` mode works). Mirroring keeps the local texture and
+    noise of the picture, whereas a black border or smeared edge pixels would add a sharp step or
+    flat streaks: spectra unlike any camera's, which frequency detectors would take for artefacts.
+    """
+    x0, y0, x1, y1 = (int(value) for value in face_square(face, margin))
+    height, width = image.shape[:2]
+    inside = image[max(y0, 0) : max(min(y1, height), 0), max(x0, 0) : max(min(x1, width), 0)]
+    pads = ((max(0, -y0), max(0, y1 - height)), (max(0, -x0), max(0, x1 - width)), (0, 0))
+    if inside.size == 0:
+        # The square misses the frame entirely: there is nothing to mirror.
+        square = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    else:
+        square = np.pad(inside, pads, mode=padding)
+    if square.shape[:2] != (size, size):
+        square = np.asarray(
+            Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8
+        )
+    return square
