@@ -33,10 +33,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
-
-
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
@@ -50,7 +46,8 @@ VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "no face": "yellow", 
         "Examples:\n\n"
         "  deepscan scan suspect.mp4\n\n"
         "  deepscan scan case-42/ --json case-42.json --fps 4\n\n"
-        "  deepscan scan clip.mp4 --method faclue --weights my-detector.safetensors --every-frame"
+        "  deepscan scan clip.mp4 --method faclue --weights my-detector.safetensors --every-frame\n\n"
+        "  deepscan scan suspect.mp4 --report case-42-report/ --pdf"
     )
 )
 def scan(
@@ -67,9 +64,19 @@ def scan(
     min_face_score: float = typer.Option(0.5, min=0.0, max=1.0, help="Face detector confidence to keep a face."),
     tile: bool = typer.Option(True, "--tile/--no-tile", help="Also look for small faces on overlapping tiles."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full JSON report here."),
+    report_dir: Optional[Path] = typer.Option(
+        None,
+        "--report",
+        help="Write report.html (self-contained: verdicts, score timeline, heat maps and spectra of the most "
+        "suspicious faces, chain of custody) and report.json into this folder.",
+    ),
+    pdf: bool = typer.Option(False, "--pdf", help="With --report: also write report.pdf."),
 ) -> None:
     """Scan videos and images for forged faces: a verdict per face track and per file."""
     from deepscan.scan import ScanOptions
+
+    if pdf and report_dir is None:
+        fail("--pdf needs --report DIR (the PDF is written beside the HTML report)")
 
     options = ScanOptions(
         method=method,
@@ -82,16 +89,16 @@ def scan(
         tile=tile,
         threshold=threshold,
     )
-    raise typer.Exit(_run_scan(inputs, options, json_out))
+    raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf))
 
 
-def _run_scan(inputs: list[Path], options, json_out: Path | None) -> int:
+def _run_scan(inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deepscan.media.images import discover_media
     from deepscan.registry import UnknownDetectorError, create_detector, get_config
     from deepscan.report.json_report import build_report, utc_now, write_report
-    from deepscan.scan import Scanner
+    from deepscan.scan import ScanInterrupted, Scanner
     from deepscan.weights import WeightsError, load_weights, resolve_weights
 
     started_at = utc_now()
@@ -132,11 +139,14 @@ def _run_scan(inputs: list[Path], options, json_out: Path | None) -> int:
                 results.append(scanner.scan_file(path, on_frame=tick))
                 progress.remove_task(task)
                 _print_file_line(results[-1])
+        except ScanInterrupted as stop:
+            results.append(stop.result)
+            interrupted = True
         except KeyboardInterrupt:
             interrupted = True
             err.print("[yellow]interrupted: keeping the results so far[/]")
     _print_summary(results, resolved.trained)
-    if json_out is not None:
+    if json_out is not None or report_dir is not None:
         report = build_report(
             results,
             options=options,
@@ -146,8 +156,11 @@ def _run_scan(inputs: list[Path], options, json_out: Path | None) -> int:
             finished_at=utc_now(),
             interrupted=interrupted,
         )
+    if json_out is not None:
         write_report(report, json_out)
         err.print(f"report written to {json_out}")
+    if report_dir is not None:
+        _write_scan_report(report, report_dir, detector, config, pdf=pdf, explain_faces=not interrupted)
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if all(result.status == "complete" for result in results) and len(results) == len(files) else EXIT_INCOMPLETE
@@ -220,9 +233,304 @@ def _print_summary(results, trained: bool) -> None:
     out.print(table)
 
 
+# --- explain and the HTML report -----------------------------------------------------------------------------
+
+REPORT_TRACKS_EXPLAINED = 3  # most suspicious tracks per file whose top face the HTML report explains
+
+
+def _write_scan_report(report: dict, folder: Path, detector, config, *, pdf: bool, explain_faces: bool) -> None:
+    from deepscan.explain import ExplainError, explain_recorded_faces
+    from deepscan.report.html import write_scan_report
+
+    explanations: dict[int, list] = {}
+    trained = bool(report["custody"]["weights"]["trained"])
+    if explain_faces:
+        with err.status("explaining the most suspicious faces for the report..."):
+            for index, entry in enumerate(report["files"]):
+                try:
+                    explanations[index] = list(
+                        explain_recorded_faces(
+                            detector,
+                            entry,
+                            report["custody"]["parameters"],
+                            max_tracks=REPORT_TRACKS_EXPLAINED,
+                            trained=trained,
+                        )
+                    )
+                except ExplainError as error:
+                    err.print(f"[yellow]warning:[/] no heat maps for {escape(str(error))}", highlight=False)
+    written = write_scan_report(report, folder, explanations, pdf=pdf, detector_summary=config.summary)
+    err.print(f"HTML report written to {written[1]}" + (f" (and {written[2].name})" if pdf else ""))
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  deepscan explain --method ralf\n\n"
+        "  deepscan explain --method faclue suspect.mp4\n\n"
+        "  deepscan explain -m pel suspect.mp4 --at 12.5s\n\n"
+        "  deepscan explain --from case-42/report.json --cam gradcam++ --out case-42/explain\n\n"
+        "  deepscan explain -m faclue face.jpg --reference real-faces/"
+    )
+)
+def explain(
+    input_path: Optional[Path] = typer.Argument(
+        None,
+        metavar="[INPUT]",
+        help="Image or video. Without it: what the method looks at, and the faces of the newest scan report "
+        "in this folder (or --from).",
+    ),
+    method: Optional[str] = typer.Option(
+        None, "--method", "-m", help="Detector (see `deepscan models`). Default: the report's, else faclue."
+    ),
+    out_dir: Path = typer.Option(Path("deepscan-explain"), "--out", help="Folder for the PNGs."),
+    cam: str = typer.Option("gradcam", "--cam", help="gradcam, gradcam++, hirescam or layercam."),
+    at: Optional[str] = typer.Option(None, "--at", help="Video only: explain the faces of the frame at this time "
+                                     "(12.5s, 12.5 or 1:02.5) instead of each track's most suspicious face."),
+    from_report: Optional[Path] = typer.Option(
+        None, "--from", help="Explain the most suspicious faces of this scan report (from `scan --json/--report`)."
+    ),
+    weights: Optional[str] = typer.Option(
+        None, help="Weights: a .safetensors path or hf://OWNER/REPO/FILE. Default: the report's, else shipped."
+    ),
+    reference: Optional[List[Path]] = typer.Option(
+        None, "--reference", metavar="PATH",
+        help="Images or folders of REAL faces (repeatable): the power spectrum is compared with theirs."
+    ),
+    per_track: int = typer.Option(1, "--per-track", min=1, help="Faces explained per track, most suspicious first."),
+    fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from a video to find its faces."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Show where, and in which frequencies, a detector sees a forgery: heat maps, spectra, the method's views."""
+    from deepscan.explain import CAM_METHODS, ExplainError, find_recent_report, load_report
+
+    if cam not in CAM_METHODS:
+        fail(f"unknown --cam {cam!r} (choose from {', '.join(CAM_METHODS)})")
+    if input_path is not None and from_report is not None:
+        fail("give an INPUT or --from REPORT, not both")
+    if at is not None and input_path is None:
+        fail("--at needs a video INPUT")
+    report, report_path = None, None
+    try:
+        if from_report is not None:
+            report, report_path = load_report(from_report), from_report
+        elif input_path is None:
+            report_path = find_recent_report(Path.cwd())
+            report = load_report(report_path) if report_path is not None else None
+    except ExplainError as error:
+        fail(str(error))
+    if report is not None and from_report is None and method is not None:
+        scanned_with = report["custody"]["detector"]["name"]
+        if scanned_with != method:
+            err.print(
+                f"found {escape(str(report_path))}, a scan made with [bold]{escape(scanned_with)}[/]: "
+                f"run `deepscan explain --method {escape(scanned_with)}` to explain its faces",
+                highlight=False,
+            )
+            report = None
+    if report is not None:
+        method = method or report["custody"]["detector"]["name"]
+        if weights is None and method == report["custody"]["detector"]["name"]:
+            weights = report["custody"]["parameters"].get("weights")
+    method = method or "faclue"
+    try:
+        code = _run_explain(input_path, method, weights, out_dir, cam, at, report, report_path, reference or [],
+                            per_track, fps, device)
+    except ExplainError as error:
+        fail(str(error))
+    raise typer.Exit(code)
+
+
+def _load_detector_for(method: str, weights: str | None, device: str):
+    import torch
+
+    from deepscan.registry import UnknownDetectorError, create_detector, get_config
+    from deepscan.scan import select_device
+    from deepscan.weights import WeightsError, load_weights, resolve_weights
+
+    try:
+        config = get_config(method)
+        resolved = resolve_weights(config.weights, weights)
+        detector = create_detector(method)
+        load_weights(detector, resolved)
+        target = torch.device(select_device(device))
+    except (UnknownDetectorError, WeightsError, ValueError) as error:
+        fail(str(error))
+    if not resolved.trained:
+        err.print(
+            f"[bold magenta]warning:[/] detector [bold]{config.name}[/] has no trained weights: its scores and heat "
+            "maps are random and mean nothing. Pass --weights, or train one with `deepscan train`."
+        )
+    return detector.to(target).eval(), resolved
+
+
+def _run_explain(input_path, method, weights, out_dir, cam, at, report, report_path, reference_paths, per_track, fps,
+                 device) -> int:
+    from deepscan.explain import method_views, save_method_views
+
+    detector, resolved = _load_detector_for(method, weights, device)
+    reference = _reference_spectrum(reference_paths, detector.config.input_size) if reference_paths else None
+    explained: list[tuple[object, list[Path]]] = []
+    if input_path is None:
+        with err.status(f"finding what {method} looks at..."):
+            views = method_views(detector)
+            written = save_method_views(views, out_dir, resolved.trained)
+        _print_method(views, written[-1])
+        if report is not None:
+            err.print(f"explaining the most suspicious faces of {escape(str(report_path))}", highlight=False)
+            explained = _explain_report(detector, report, report_path, cam, per_track, reference, resolved.trained,
+                                        out_dir)
+    elif at is not None:
+        explained = _explain_frame_at(detector, input_path, at, cam, reference, resolved.trained, out_dir)
+    else:
+        explained = _explain_input(detector, input_path, method, weights, fps, device, cam, per_track, reference,
+                                   resolved.trained, out_dir)
+    if explained:
+        _print_explained(explained)
+    elif input_path is not None:
+        err.print(f"[yellow]no face found in {escape(str(input_path))}: nothing to explain[/]", highlight=False)
+    return 0
+
+
+def _save(explanation, out_dir: Path, stem: str) -> list[Path]:
+    from deepscan.explain import save_explanation
+
+    with err.status(f"drawing {escape(explanation.label)}..."):
+        return save_explanation(explanation, out_dir, stem)
+
+
+def _face_stem(path: Path, kind: str, face: dict) -> str:
+    from deepscan.explain import safe_name
+
+    if kind == "image":
+        return safe_name(f"{path.stem}_face{face['track_id']}")
+    return safe_name(f"{path.stem}_track{face['track_id']}_{face['time_s']:.2f}s")
+
+
+def _explain_report(detector, report, report_path, cam, per_track, reference, trained, out_dir):
+    from deepscan.explain import ExplainError, explain_recorded_faces
+
+    explained = []
+    for entry in report["files"]:
+        try:
+            for face, explanation in explain_recorded_faces(
+                detector, entry, report["custody"]["parameters"], per_track=per_track, cam_method=cam,
+                trained=trained, reference=reference, report_path=report_path,
+            ):
+                explained.append((explanation, _save(explanation, out_dir, _face_stem(Path(entry["path"]), entry["kind"], face))))
+        except ExplainError as error:
+            err.print(f"[yellow]skipped:[/] {escape(str(error))}", highlight=False)
+    return explained
+
+
+def _explain_input(detector, path, method, weights, fps, device, cam, per_track, reference, trained, out_dir):
+    from dataclasses import asdict
+
+    from deepscan.explain import explain_recorded_faces
+    from deepscan.scan import ScanOptions, Scanner
+
+    options = ScanOptions(method=method, weights=weights, fps=fps, device=device)
+    with err.status(f"finding the faces in {escape(str(path))}..."), Scanner(detector, options, trained=trained) as scanner:
+        result = scanner.scan_file(path)
+    if result.status == "error":
+        fail(result.message or f"{path}: cannot be read")
+    if result.status == "partial":
+        err.print(f"[yellow]partial:[/] {escape(result.message or '')} (explaining the faces found so far)", highlight=False)
+    entry = result.to_dict()
+    explained = []
+    for face, explanation in explain_recorded_faces(
+        detector, entry, asdict(options), per_track=per_track, cam_method=cam, trained=trained, reference=reference
+    ):
+        explained.append((explanation, _save(explanation, out_dir, _face_stem(path, entry["kind"], face))))
+    return explained
+
+
+def _explain_frame_at(detector, path, at, cam, reference, trained, out_dir):
+    from deepscan.explain import ExplainError, explain_face, frame_at, parse_timestamp, safe_name
+    from deepscan.media.errors import MediaError
+    from deepscan.media.faces import FaceDetector, crop_face, face_square
+    from deepscan.media.images import media_kind
+
+    seconds = parse_timestamp(at)
+    try:
+        kind = media_kind(path)
+    except MediaError as error:
+        raise ExplainError(str(error)) from None
+    if kind != "video":
+        raise ExplainError(f"{path}: --at applies to videos only, and this is an image")
+    index, time_s, frame = frame_at(path, seconds)
+    with FaceDetector() as finder:
+        faces = finder.detect(frame)
+    explained = []
+    size = detector.config.input_size
+    for number, face in enumerate(faces, start=1):
+        explanation = explain_face(
+            detector, crop_face(frame, face, size), label=f"{path.name}, face {number} at {time_s:.2f} s (frame {index})",
+            cam_method=cam, trained=trained, frame=frame, square=face_square(face), box=face.box, reference=reference,
+        )
+        explained.append((explanation, _save(explanation, out_dir, safe_name(f"{path.stem}_{time_s:.2f}s_face{number}"))))
+    return explained
+
+
+def _reference_spectrum(paths: list[Path], size: int):
+    """Real faces for the spectrum comparison: the largest face of each image, or the whole image when it is
+    already a face crop (no face found in it)."""
+    import numpy as np
+    from PIL import Image
+
+    from deepscan.explain import ExplainError, crop_tensor, reference_spectrum
+    from deepscan.media.errors import MediaError
+    from deepscan.media.faces import FaceDetector, crop_face
+    from deepscan.media.images import discover_media, load_image, media_kind
+
+    faces = []
+    with err.status("reading the reference faces..."), FaceDetector() as finder:
+        for path in discover_media(paths):
+            try:
+                if media_kind(path) != "image":
+                    continue
+                image = load_image(path)
+            except MediaError as error:
+                err.print(f"[yellow]reference skipped:[/] {escape(str(error))}", highlight=False)
+                continue
+            found = finder.detect(image)
+            if found:
+                crop = crop_face(image, max(found, key=lambda face: face.size), size)
+            else:
+                crop = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+            faces.append(crop_tensor(crop))
+    if not faces:
+        raise ExplainError("--reference: no readable image of a real face was found")
+    return reference_spectrum(faces, ", ".join(str(path) for path in paths))
+
+
+def _print_method(views, figure: Path) -> None:
+    from rich.panel import Panel
+
+    lines = [f"[bold]{escape(views.method)}[/]: {escape(views.paper)}", "", escape(views.summary), ""]
+    if views.fixed:
+        lines.append("What it looks at, whatever the face: " + ", ".join(escape(v.title) for v in views.fixed.values()))
+    elif views.example:
+        lines.append(f"Its views all depend on the face; shown on {escape(views.example_source)}.")
+    lines.append(f"Figure: {escape(str(figure))}")
+    out.print(Panel("\n".join(lines), title="method", title_align="left"))
+
+
+def _print_explained(explained) -> None:
+    table = Table(title="explained faces", title_justify="left")
+    for column in ("face", "P(fake)", "figure", "PNGs"):
+        table.add_column(column, justify="right" if column in {"P(fake)", "PNGs"} else "left")
+    for explanation, written in explained:
+        table.add_row(escape(explanation.label), f"{explanation.cam.fake_probability:.3f}", escape(str(written[-1])),
+                      str(len(written)))
+    out.print(table)
+
+
 @app.command(epilog="Examples:\n\n  deepscan models\n\n  deepscan models --json")
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the registered detectors: paper, input size, parameters, whether trained weights are available."""
+    import torch
+
     from deepscan.registry import create_detector, get_config, list_detectors
     from deepscan.weights import WeightsError, resolve_weights
 
@@ -233,12 +541,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
             available = resolve_weights(config.weights).trained
         except WeightsError:
             available = False
+        with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
+            parameters = create_detector(name).count_parameters()
         rows.append(
             {
                 "name": name,
                 "paper": config.paper,
                 "input_size": config.input_size,
-                "parameters": create_detector(name).count_parameters(),
+                "parameters": parameters,
                 "weights_available": available,
             }
         )

@@ -20,6 +20,7 @@ from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import iter_frames, probe_video
 from deepscan.verdicts import FileVerdict, TrackVerdict, file_verdict, track_verdict
+from deepscan.weights import sha256_file
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ class FileResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class ScanInterrupted(Exception):
+    """Ctrl-C during a file: carries that file's results so far (status ``partial``)."""
+
+    def __init__(self, result: "FileResult"):
+        super().__init__(result.path)
+        self.result = result
 
 
 @dataclass
@@ -146,16 +155,19 @@ class Scanner:
         try:
             result.kind = media_kind(path)
             result.size_bytes = path.stat().st_size
-            result.sha256 = _sha256(path)
+            result.sha256 = sha256_file(path)
             self._scan_frames(path, result, on_frame)
+        except KeyboardInterrupt:
+            result.status, result.message = "partial", f"{path}: interrupted by the user"
+            self._conclude(result, started)
+            raise ScanInterrupted(result) from None
         except PartialMediaError as error:
             result.status, result.message = "partial", str(error)
         except MediaError as error:
             result.status, result.message = "error", str(error)
         except OSError as error:
             result.status, result.message = "error", f"{path}: {error.strerror or error}"
-        result.seconds = time.perf_counter() - started
-        self._conclude(result)
+        self._conclude(result, started)
         return result
 
     def _scan_frames(self, path: Path, result: FileResult, on_frame) -> None:
@@ -177,7 +189,8 @@ class Scanner:
             # Whatever was decoded before a failure (or an interrupt) is still scored and kept.
             self._flush(pending)
 
-    def _conclude(self, result: FileResult) -> None:
+    def _conclude(self, result: FileResult, started: float) -> None:
+        result.seconds = time.perf_counter() - started
         scored = [face for face in result.faces if not np.isnan(face.fake_probability)]
         by_track: dict[int, list[FaceResult]] = {}
         for face in scored:
@@ -194,8 +207,3 @@ class Scanner:
         if result.status != "error" or result.tracks:
             result.verdict = file_verdict(result.tracks, trained=self.trained)
 
-
-def _sha256(path: Path) -> str:
-    from deepscan.weights import sha256_file
-
-    return sha256_file(path)

@@ -142,3 +142,25 @@ def test_models_lists_every_detector_as_json():
     assert [row["name"] for row in rows] == list_detectors()
     faclue = next(row for row in rows if row["name"] == "faclue")
     assert faclue["input_size"] == 224 and faclue["parameters"] > 7e6 and faclue["weights_available"] is False
+
+
+def test_ctrl_c_keeps_the_results_so_far_and_marks_them(tmp_path, portrait_clip, monkeypatch):
+    from deepscan.scan import Scanner
+
+    original = Scanner._frames
+
+    def frames_then_ctrl_c(self, path, result):
+        for count, frame in enumerate(original(self, path, result)):
+            if count == 3:
+                raise KeyboardInterrupt
+            yield frame
+
+    monkeypatch.setattr(Scanner, "_frames", frames_then_ctrl_c)
+    report_path = tmp_path / "r.json"
+    result = run("scan", portrait_clip, "--fps", 5, "--json", report_path)
+    assert result.exit_code == 130
+    report = json.loads(report_path.read_text())
+    assert report["summary"]["interrupted"] is True
+    [entry] = report["files"]
+    assert entry["status"] == "partial" and entry["frames_scanned"] == 3
+    assert len(entry["faces"]) == 3 and all(face["fake_probability"] is not None for face in entry["faces"])
