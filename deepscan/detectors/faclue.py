@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepscan.detectors.base import Detector, DetectorConfig, FrequencyView
+from deepscan.detectors.layers import SpatialAttention
 from deepscan.frequency import (
     block_dct2,
     block_idct2,
@@ -51,19 +52,11 @@ PAPER_RECIPE = {
 }
 
 
-class FrequencyAttention(nn.Module):
-    """FA module, eq. 1: weights each DCT coefficient from its neighbourhood across bands."""
-
-    def __init__(self, kernel_size: int = 7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1)
+class FrequencyAttention(SpatialAttention):
+    """FA module, eq. 1: CBAM-style spatial attention over the DCT plane, each coefficient weighted by its neighbours."""
 
     def weights(self, coefficients: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat(
-            [coefficients.mean(dim=1, keepdim=True), coefficients.amax(dim=1, keepdim=True)], dim=1
-        )
-        return torch.sigmoid(self.bn(self.conv(pooled)))
+        return super().forward(coefficients)
 
     def forward(self, coefficients: torch.Tensor) -> torch.Tensor:
         return coefficients * self.weights(coefficients)

@@ -53,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepscan.detectors.base import IMAGENET_MEAN, IMAGENET_STD, Detector, DetectorConfig, FrequencyView, LossOutput
+from deepscan.detectors.layers import SpatialAttention
 from deepscan.frequency import dct2, idct2, log_magnitude
 from deepscan.registry import register_detector
 
@@ -252,19 +253,6 @@ class Discriminator(nn.Module):
 
 
 # --- classifier (Fig. 4) ------------------------------------------------------------------------------------
-
-
-class SpatialAttention(nn.Module):
-    """CBAM spatial attention (the paper's [47]): channel mean and max, 7x7 conv + BN, sigmoid."""
-
-    def __init__(self, kernel_size: int = 7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([features.mean(dim=1, keepdim=True), features.amax(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.bn(self.conv(pooled)))
 
 
 _XCEPTION_STEM = ("conv1", "bn1", "act1", "conv2", "bn2", "act2")
