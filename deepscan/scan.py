@@ -115,18 +115,10 @@ class Scanner:
         self.close()
 
     # --- scoring -------------------------------------------------------------------------------
-    def score_crops(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Face crops (S, S, 3) uint8 -> P(fake) per crop."""
-        import torch
-
-        batch = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        with torch.inference_mode():
-            logits = self.detector(batch)
-        return torch.sigmoid(logits.float()).cpu().numpy()
-
     def _flush(self, pending: list[_Pending]) -> None:
         if pending:
-            for item, probability in zip(pending, self.score_crops([p.crop for p in pending])):
+            probabilities = self.detector.fake_probability(np.stack([p.crop for p in pending]))
+            for item, probability in zip(pending, probabilities):
                 item.face.fake_probability = float(probability)
             pending.clear()
 
