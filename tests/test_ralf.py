@@ -258,7 +258,8 @@ def test_frequency_views_cover_mask_spectrum_and_images(detector):
     assert set(views) == {"mask", "suppressed_spectrum", "destructed", "reconstruction", "residual"}
     assert views["mask"].image.shape == views["suppressed_spectrum"].image.shape == (SIZE, SIZE)
     assert (views["mask"].image <= 0).all()
-    for name in ["destructed", "reconstruction", "residual"]:
+    for name in ["destructed", "reconstruction"]:
         image = views[name].image
         assert image.shape == (SIZE, SIZE, 3) and image.min() >= 0 and image.max() <= 1, name
-    assert views["residual"].image.max() == pytest.approx(1.0)
+    residual = views["residual"].image
+    assert residual.shape == (SIZE, SIZE) and residual.min() >= 0 and residual.max() > 0

@@ -53,7 +53,8 @@ class LossOutput:
 
 @dataclass
 class FrequencyView:
-    """One picture of what a method sees: a map (H, W) shown with ``cmap``, or a colour image (H, W, 3) in [0, 1]."""
+    """One picture of what a method sees: a map (H, W) shown with ``cmap``, a colour image (H, W, 3) in [0, 1],
+    or a stack of maps (K, H, W) shown side by side (MC-LCR's attention per direction, say)."""
 
     title: str
     image: np.ndarray

@@ -633,8 +633,9 @@ class RALF(Detector):
                 description="What a real face would look like given the destructed image.",
             ),
             "residual": FrequencyView(
-                title="Residual |x - reconstruction| (scaled to its maximum)",
-                image=as_rgb(residual / residual.amax().clamp_min(1e-12)),
+                title="Residual |x - reconstruction| (mean over colour channels)",
+                # One map, not three channels scaled apart: a colour residual reads as false colour.
+                image=residual[0].mean(0).cpu().numpy(),
                 description="Large where the face departs from its authentic-like reconstruction.",
                 cmap="inferno",
             ),
