@@ -101,7 +101,9 @@ class Scanner:
         self.options = options
         self.trained = trained
         self.device = torch.device(select_device(options.device))
-        self.detector = detector.to(self.device).eval()
+        # Channels-last suits the convolution kernels (measured 1.3-1.9x on FAClue on the CPU); the crops
+        # arrive channels-last already, being a permuted (N, H, W, 3) array.
+        self.detector = detector.to(self.device, memory_format=torch.channels_last).eval()
         self.input_size = detector.config.input_size
         self.faces = FaceDetector(min_score=options.min_face_score, tile=options.tile)
 
