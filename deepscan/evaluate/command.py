@@ -1,0 +1,180 @@
+"""The work behind `deepscan evaluate`, kept out of cli.py: options in, tables printed, files written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from deepscan.evaluate.runner import EvaluationError
+
+
+@dataclass
+class EvaluateOptions:
+    data: list[Path]
+    methods: list[str]
+    weights: list[str] = field(default_factory=list)  # one per method, in order; "shipped" for the default
+    val: list[Path] = field(default_factory=list)
+    perturb: list[str] = field(default_factory=list)
+    out_dir: Path | None = None
+    frames_per_video: int = 8
+    batch_size: int = 16
+    device: str = "auto"
+    bootstrap: int = 1000
+    seed: int = 0
+    cache_dir: Path | None = None  # faces and scores; default: $DEEPSCAN_CACHE or ~/.cache/deepscan
+    use_score_cache: bool = True
+    compression: str = "c23"
+
+
+def _conditions(specs: list[str]) -> list[tuple[str, float]]:
+    from deepscan.evaluate.perturb import PerturbationError, parse_perturb_spec
+
+    conditions: list[tuple[str, float]] = []
+    for spec in specs:
+        try:
+            for condition in parse_perturb_spec(spec):
+                if condition not in conditions:
+                    conditions.append(condition)
+        except PerturbationError as error:
+            raise EvaluationError(str(error)) from None
+    return conditions
+
+
+def _detectors(options: EvaluateOptions):
+    """(method, config, resolved weights) per method; every error found before any heavy work starts."""
+    from deepscan.registry import UnknownDetectorError, get_config
+    from deepscan.weights import WeightsError, resolve_weights
+
+    if len(set(options.methods)) != len(options.methods):
+        raise EvaluationError("each --method may be given once")
+    if options.weights and len(options.weights) != len(options.methods):
+        raise EvaluationError(
+            f"give one --weights per --method, in the same order (got {len(options.weights)} for "
+            f"{len(options.methods)}); use --weights shipped for a method's default weights"
+        )
+    specs = options.weights or ["shipped"] * len(options.methods)
+    found = []
+    for method, spec in zip(options.methods, specs):
+        try:
+            config = get_config(method)
+            resolved = resolve_weights(config.weights, None if spec == "shipped" else spec)
+        except (UnknownDetectorError, WeightsError) as error:
+            raise EvaluationError(str(error)) from None
+        found.append((method, config, resolved))
+    return found
+
+
+def _extraction_input_size() -> int:
+    from deepscan.registry import get_config, list_detectors
+
+    # One face cache for every method (the largest input any detector takes), so that a sample, and its
+    # cached scores, are the same whichever methods are evaluated together.
+    return max(get_config(name).input_size for name in list_detectors())
+
+
+def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deepscan.evaluate.report import tables, write_outputs
+    from deepscan.evaluate.runner import ScoreCache, collect_samples, default_score_cache, evaluate_method
+
+    conditions = _conditions(options.perturb)
+    detectors = _detectors(options)
+    for path in [*options.data, *options.val]:
+        if not path.exists():
+            raise EvaluationError(f"{path}: no such file or folder")
+    from deepscan.scan import select_device
+
+    try:
+        device = select_device(options.device)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
+
+    def progress_bar() -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True, disable=not err.is_terminal)
+
+    face_dir = options.cache_dir / "faces" if options.cache_dir else None
+    score_path = (options.cache_dir / "scores.sqlite" if options.cache_dir else default_score_cache())
+    input_size = _extraction_input_size()
+    with progress_bar() as progress:
+        parts = {}
+        for part, data in (("test", options.data), ("val", options.val)):
+            if not data:
+                continue
+            task = progress.add_task(f"finding faces ({part})", total=None)
+            parts[part] = collect_samples(
+                data, part, input_size=input_size, frames_per_video=options.frames_per_video, cache_dir=face_dir,
+                compression=options.compression,
+                on_total=lambda total, task=task: progress.update(task, total=total),
+                on_item=lambda task=task: progress.advance(task),
+            )
+            progress.remove_task(task)
+    test = parts["test"]
+    for part, found in parts.items():
+        if found.unreadable:
+            err.print(f"[yellow]warning:[/] {found.unreadable} unreadable file(s) in the {part} data were skipped")
+        if found.faceless:
+            err.print(f"[yellow]warning:[/] no face in {len(found.faceless)} of {found.media_files} {part} file(s): "
+                      "they get no score and are left out of every metric (listed in results.json)")
+    if not test.samples:
+        raise EvaluationError("no face found in the test data: nothing to evaluate")
+    val_samples = parts["val"].samples if "val" in parts else None
+    if "val" in parts and not val_samples:
+        raise EvaluationError("no face found in the --val data: no threshold can be chosen")
+
+    cache = ScoreCache(score_path if options.use_score_cache else None)  # untrained runs are never cached
+    runs = []
+    try:
+        for method, config, resolved in detectors:
+            from deepscan.registry import create_detector
+            from deepscan.weights import WeightsError, load_weights
+
+            detector = create_detector(method)
+            try:
+                load_weights(detector, resolved)
+            except WeightsError as error:
+                raise EvaluationError(str(error)) from None
+            if not resolved.trained:
+                err.print(f"[bold magenta]warning:[/] {method} has no trained weights: its scores are random and "
+                          "its metrics mean nothing. Pass --weights.")
+            detector = detector.to(device).eval()
+            weights = {"source": resolved.source, "path": str(resolved.path) if resolved.path else None,
+                       "sha256": resolved.sha256, "trained": resolved.trained}
+            total = (len(val_samples or []) + len(test.samples) * (1 + len(conditions)))
+            with progress_bar() as progress:
+                task = progress.add_task(f"scoring with {method}", total=total)
+                runs.append(evaluate_method(
+                    detector, method, weights, test.samples, conditions, cache, val_samples=val_samples,
+                    batch_size=options.batch_size, bootstrap=options.bootstrap, seed=options.seed,
+                    on_batch=lambda count, task=task: progress.advance(task, count),
+                ))
+                progress.remove_task(task)
+    finally:
+        cache.close()
+
+    summaries = [run.to_dict() for run in runs]
+    for table in tables(summaries):
+        out.print(table)
+    if val_samples is None:
+        err.print("note: no --val data, so accuracy is at the fixed threshold 0.5 only (a threshold is never "
+                  "chosen on the test data)")
+    if options.out_dir is not None:
+        meta = {
+            "data": [str(p) for p in options.data],
+            "val": [str(p) for p in options.val],
+            "levels": {"frame": "one score per face crop",
+                       "video_mean": "mean of a video's frame scores",
+                       "video_median": "median of a video's frame scores (the scan's track aggregate)"},
+            "frames_per_video": options.frames_per_video,
+            "bootstrap_resamples": options.bootstrap,
+            "seed": options.seed,
+            "media_files": test.media_files,
+            "faceless_media": test.faceless,
+        }
+        written = write_outputs(options.out_dir, runs, test.samples, meta)
+        err.print(f"wrote {len(written)} files to {escape(str(options.out_dir))} (results.json, scores.csv, PNGs)")
+    return 0

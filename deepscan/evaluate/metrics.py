@@ -1,0 +1,170 @@
+"""Detection metrics over (labels, scores): pure functions, label 1 = fake, 0 = real, score = P(fake).
+
+Every metric comes from scikit-learn; this module only fixes the conventions the papers leave open:
+- a sample is called fake when its score is ``>= threshold``;
+- EER is read off the ROC curve where the false-positive and false-negative rates cross, interpolating
+  linearly between the two ROC points around the crossing (the ROC is piecewise linear anyway);
+- TPR at FPR x is the highest TPR among ROC points whose FPR is ``<= x`` (no interpolation: a claim of
+  "99 % of fakes caught at 1 % false alarms" must be attainable with some threshold);
+- a threshold chosen on validation data maximises balanced accuracy, and lies halfway between two
+  neighbouring validation scores, so that it does not sit exactly on a validation sample.
+A metric that needs both classes is ``None`` when one class is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+TPR_AT_FPR_TARGETS = (0.01, 0.001)
+
+
+def _arrays(labels: Sequence[int], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.shape != scores.shape or labels.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-D and the same length, got {labels.shape} and {scores.shape}")
+    if np.isin(labels, (0, 1), invert=True).any():
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    return labels, scores
+
+
+def has_both_classes(labels: Sequence[int]) -> bool:
+    return len(np.unique(np.asarray(labels))) == 2
+
+
+def auc(labels, scores) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = _arrays(labels, scores)
+    return float(roc_auc_score(labels, scores)) if has_both_classes(labels) else None
+
+
+def average_precision(labels, scores) -> float | None:
+    from sklearn.metrics import average_precision_score
+
+    labels, scores = _arrays(labels, scores)
+    return float(average_precision_score(labels, scores)) if has_both_classes(labels) else None
+
+
+def accuracy(labels, scores, threshold: float) -> float | None:
+    from sklearn.metrics import accuracy_score
+
+    labels, scores = _arrays(labels, scores)
+    return float(accuracy_score(labels, scores >= threshold)) if len(labels) else None
+
+
+def balanced_accuracy(labels, scores, threshold: float) -> float | None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    labels, scores = _arrays(labels, scores)
+    return float(balanced_accuracy_score(labels, scores >= threshold)) if has_both_classes(labels) else None
+
+
+def equal_error_rate(labels, scores) -> float | None:
+    from sklearn.metrics import roc_curve
+
+    labels, scores = _arrays(labels, scores)
+    if not has_both_classes(labels):
+        return None
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    gap = (1.0 - tpr) - fpr  # falls from 1 at the first ROC point to -1 at the last
+    crossed = int(np.flatnonzero(gap <= 0)[0])
+    if gap[crossed] == 0 or crossed == 0:
+        return float(fpr[crossed])
+    before = crossed - 1
+    step = gap[before] / (gap[before] - gap[crossed])
+    return float(fpr[before] + step * (fpr[crossed] - fpr[before]))
+
+
+def tpr_at_fpr(labels, scores, max_fpr: float) -> float | None:
+    from sklearn.metrics import roc_curve
+
+    labels, scores = _arrays(labels, scores)
+    if not has_both_classes(labels):
+        return None
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return float(tpr[fpr <= max_fpr].max())
+
+
+def choose_threshold(labels, scores) -> float:
+    """The threshold that maximises balanced accuracy on (validation) data; ties go to the lowest one."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    labels, scores = _arrays(labels, scores)
+    if not has_both_classes(labels):
+        raise ValueError("choosing a threshold needs real and fake validation samples")
+    unique = np.unique(scores)
+    candidates = np.concatenate(([unique[0] - 1e-6], (unique[:-1] + unique[1:]) / 2, [unique[-1] + 1e-6]))
+    values = [balanced_accuracy_score(labels, scores >= t) for t in candidates]
+    return float(candidates[int(np.argmax(values))])
+
+
+def bootstrap_auc_ci(
+    labels,
+    scores,
+    groups: Sequence[str] | None = None,
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval for the AUC.
+
+    With ``groups`` (the video of each frame) whole groups are resampled: frames of one video are not
+    independent, and resampling them one by one would give a falsely narrow interval.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = _arrays(labels, scores)
+    if not has_both_classes(labels) or resamples < 1:
+        return None
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(len(labels))]
+    else:
+        group_ids = np.unique(np.asarray(groups), return_inverse=True)[1]
+        order = np.argsort(group_ids, kind="stable")
+        members = np.split(order, np.flatnonzero(np.diff(group_ids[order])) + 1)
+    values = []
+    for _ in range(resamples):
+        chosen = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        if has_both_classes(labels[chosen]):
+            values.append(roc_auc_score(labels[chosen], scores[chosen]))
+    if not values:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def summarize(
+    labels,
+    scores,
+    *,
+    val_threshold: float | None = None,
+    groups: Sequence[str] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Every metric of one level (frame or video) in one dict; ``*_val`` only when a threshold came from --val."""
+    labels, scores = _arrays(labels, scores)
+    result = {
+        "n": int(len(labels)),
+        "n_real": int((labels == 0).sum()),
+        "n_fake": int((labels == 1).sum()),
+        "auc": auc(labels, scores),
+        "auc_ci95": bootstrap_auc_ci(labels, scores, groups, resamples=bootstrap, seed=seed),
+        "ap": average_precision(labels, scores),
+        "eer": equal_error_rate(labels, scores),
+        "acc@0.5": accuracy(labels, scores, 0.5),
+        "balanced_acc@0.5": balanced_accuracy(labels, scores, 0.5),
+    }
+    for target in TPR_AT_FPR_TARGETS:
+        result[f"tpr@fpr={target:g}"] = tpr_at_fpr(labels, scores, target)
+    if val_threshold is not None:
+        result["val_threshold"] = val_threshold
+        result["acc@val"] = accuracy(labels, scores, val_threshold)
+        result["balanced_acc@val"] = balanced_accuracy(labels, scores, val_threshold)
+    return result

@@ -1,0 +1,190 @@
+"""What `deepscan evaluate` shows and writes: rich tables, results.json, per-sample scores.csv, ROC and histogram PNGs.
+
+Every number carries its level: ``frame`` (one score per face crop), ``video_mean`` (mean of a video's frame
+scores) or ``video_median`` (the scan's own track aggregate). The CSV holds one row per (method, condition,
+sample) with the sample's media file and frame, so that any number in results.json can be recomputed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from deepscan.evaluate.runner import LEVELS, MethodRun, Sample, level_arrays
+
+LEVEL_TITLES = {"frame": "frame level", "video_mean": "video level (mean of frames)",
+                "video_median": "video level (median: the scan's track aggregate)"}
+METRIC_COLUMNS = (
+    ("AUC [95% CI]", "auc"),
+    ("AP", "ap"),
+    ("EER", "eer"),
+    ("ACC@0.5", "acc@0.5"),
+    ("BalACC@0.5", "balanced_acc@0.5"),
+    ("ACC@val", "acc@val"),
+    ("BalACC@val", "balanced_acc@val"),
+    ("TPR@FPR1%", "tpr@fpr=0.01"),
+    ("TPR@FPR0.1%", "tpr@fpr=0.001"),
+    ("n (real/fake)", "n"),
+)
+
+
+def _number(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def metric_rows(runs: Sequence[dict], level: str, condition: str = "clean") -> list[dict[str, str]]:
+    """One row per method (results.json form of each run), formatted for a table."""
+    rows = []
+    for run in runs:
+        result = run["conditions"][condition][level]
+        row = {"method": run["method"]}
+        for title, key in METRIC_COLUMNS:
+            if key == "auc":
+                ci = result.get("auc_ci95")
+                row[title] = _number(result["auc"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            elif key == "n":
+                row[title] = f"{result['n']} ({result['n_real']}/{result['n_fake']})"
+            else:
+                row[title] = _number(result.get(key))
+        rows.append(row)
+    return rows
+
+
+def _table(title: str, rows: list[dict[str, str]]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in rows[0] if rows else ["method"]:
+        table.add_column(column, justify="left" if column in {"method", "manipulation"} else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    return table
+
+
+def metrics_table(runs: Sequence[dict], level: str):
+    has_val = any(run["thresholds"]["chosen_on"] for run in runs)
+    rows = metric_rows(runs, level)
+    if not has_val:  # no --val: leave the columns out rather than show dashes that look like failures
+        rows = [{k: v for k, v in row.items() if "@val" not in k} for row in rows]
+    return _table(f"{LEVEL_TITLES[level]}: clean data", rows)
+
+
+def manipulation_rows(runs: Sequence[dict]) -> list[dict[str, str]]:
+    rows = []
+    for run in runs:
+        for kind, entry in run["conditions"]["clean"].get("per_manipulation", {}).items():
+            rows.append({"method": run["method"], "manipulation": kind,
+                         **{f"AUC {level}": _number(entry[level]["auc"]) for level in LEVELS}})
+    return rows
+
+
+def robustness_rows(runs: Sequence[dict], level: str) -> list[dict[str, str]]:
+    rows = []
+    for run in runs:
+        row = {"method": run["method"], "clean AUC": _number(run["conditions"]["clean"][level]["auc"])}
+        for name, entry in run["conditions"].items():
+            if name != "clean":
+                row[f"ΔAUC {name}"] = _number(entry["auc_drop"][level])
+        rows.append(row)
+    return rows
+
+
+def tables(runs: Sequence[dict]) -> list:
+    """Every table to print, in order."""
+    shown = [metrics_table(runs, level) for level in LEVELS]
+    if any(manipulation_rows([run]) for run in runs):
+        shown.append(_table("AUC per manipulation (reals of the same data + that manipulation's fakes)",
+                            manipulation_rows(runs)))
+    if any(len(run["conditions"]) > 1 for run in runs):
+        for level in ("frame", "video_mean"):
+            shown.append(_table(f"robustness, {LEVEL_TITLES[level]}: AUC change under each perturbation@strength",
+                                robustness_rows(runs, level)))
+    return shown
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_results_json(path: Path, runs: Sequence[dict], meta: dict) -> Path:
+    path.write_text(json.dumps(_json_ready({**meta, "methods": list(runs)}), indent=2))
+    return path
+
+
+def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sample]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "weights_sha256", "condition", "perturbation", "strength", "dataset", "media",
+                         "frame", "label", "manipulation", "sample", "score"])
+        for run in runs:
+            for name, scores in run.scores.items():
+                perturbation, strength = run.conditions[name]
+                for sample, score in zip(samples, scores):
+                    writer.writerow([run.method, run.weights.get("sha256") or "", name, perturbation, f"{strength:g}",
+                                     sample.dataset, sample.video, sample.frame_index, sample.label,
+                                     sample.manipulation, sample.key, f"{score:.6f}"])
+    return path
+
+
+def write_plots(folder: Path, runs: Sequence[MethodRun], samples: Sequence[Sample]) -> list[Path]:
+    """roc_<level>.png (every method on one plot) and hist_<method>_<level>.png, clean data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    from deepscan.evaluate.metrics import has_both_classes
+
+    written = []
+    for level in LEVELS:
+        figure, axes = plt.subplots(figsize=(5, 5))
+        for run in runs:
+            labels, scores, _ = level_arrays(samples, run.scores["clean"], level)
+            if has_both_classes(labels):
+                fpr, tpr, _ = roc_curve(labels, scores)
+                auc = run.results["clean"][level]["auc"]
+                axes.plot(fpr, tpr, label=f"{run.method} (AUC {auc:.3f})")
+        axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        axes.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
+                 title=f"ROC, {LEVEL_TITLES[level]}", xlim=(0, 1), ylim=(0, 1.01))
+        axes.legend(loc="lower right", fontsize="small")
+        figure.tight_layout()
+        written.append(folder / f"roc_{level}.png")
+        figure.savefig(written[-1], dpi=100)
+        plt.close(figure)
+        for run in runs:
+            labels, scores, _ = level_arrays(samples, run.scores["clean"], level)
+            figure, axes = plt.subplots(figsize=(5, 3.5))
+            bins = np.linspace(0, 1, 26)
+            axes.hist(scores[labels == 0], bins=bins, alpha=0.6, label=f"real ({(labels == 0).sum()})", color="tab:green")
+            axes.hist(scores[labels == 1], bins=bins, alpha=0.6, label=f"fake ({(labels == 1).sum()})", color="tab:red")
+            axes.set(xlabel="P(fake)", ylabel="count", title=f"{run.method}, {LEVEL_TITLES[level]}")
+            axes.legend(fontsize="small")
+            figure.tight_layout()
+            written.append(folder / f"hist_{run.method}_{level}.png")
+            figure.savefig(written[-1], dpi=100)
+            plt.close(figure)
+    return written
+
+
+def write_outputs(folder: Path, runs: Sequence[MethodRun], samples: Sequence[Sample], meta: dict) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        write_results_json(folder / "results.json", [run.to_dict() for run in runs], meta),
+        write_scores_csv(folder / "scores.csv", runs, samples),
+        *write_plots(folder, runs, samples),
+    ]

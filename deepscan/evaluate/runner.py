@@ -1,0 +1,418 @@
+"""Evaluation runs: datasets -> face samples -> scores (cached) -> frame- and video-level metrics.
+
+Data comes through the training readers (``deepscan.train.datasets``) and the face cache, so evaluation sees
+exactly the faces training would (same detector, frames, crop margin). A *sample* is one face crop of one frame
+of one media file; its *video* is the media file itself (its full path), never a folder name, so that two
+clips in one folder, or two ``000.mp4`` in different folders, stay apart.
+
+Scores are cached in a SQLite file keyed by (model, sample, perturbation, strength): ``model`` is the weights'
+sha256 (untrained detectors, whose random scores differ run to run, are never cached) and ``sample`` a hash of the face's cache entry (the media
+file's sha256 and extraction parameters), its index, and the framing: re-running with other metrics or more
+perturbations only scores what is new.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from deepscan.evaluate import metrics
+from deepscan.evaluate.perturb import apply_perturbation, condition_name
+
+CLEAN = ("none", 0.0)
+# The scan's default framing: crop side = 1.3 x face box.
+DEFAULT_MARGIN = 1.3
+DEFAULT_CACHE_MARGIN = 1.8
+VIDEO_AGGREGATES = {"video_mean": "mean of the frame scores", "video_median": "the scan's track aggregate (median)"}
+
+
+class EvaluationError(ValueError):
+    """Data or options that cannot be evaluated; one line for the user."""
+
+
+# --- datasets --------------------------------------------------------------------------------------------------
+
+
+def _csv_has_split(path: Path) -> bool:
+    try:
+        with open(path, newline="") as handle:
+            return "split" in (next(csv.reader(handle), None) or [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def dataset_source(path: Path, part: str, compression: str = "c23"):
+    """The training reader's source spec for DATA, the layout recognised from what the path holds.
+
+    ``part`` is ``test`` for DATA and ``val`` for --val: FF++ uses its official split of that name, Celeb-DF its
+    test list (it has no validation split: --val must then be another dataset), a CSV its ``split`` column when
+    it has one.
+    """
+    from deepscan.train.recipe import CelebDFSource, FaceForensicsSource, FolderSource, VideoCSVSource
+
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return VideoCSVSource(kind="video_csv", csv=path, split=part if _csv_has_split(path) else None)
+    if not path.is_dir():
+        raise EvaluationError(f"{path}: not a folder or a labels CSV")
+    if (path / "original_sequences").is_dir() or (path / "manipulated_sequences").is_dir():
+        return FaceForensicsSource(kind="faceforensics", root=path, split=part, compression=compression)
+    if (path / "Celeb-synthesis").is_dir():
+        if part != "test":
+            raise EvaluationError(f"{path}: Celeb-DF has no validation split; pass another dataset to --val")
+        return CelebDFSource(kind="celebdf", root=path, split="test")
+    return FolderSource(kind="folder", path=path)
+
+
+def manipulation_of(path: Path, label: int) -> str:
+    """FF++ keeps each method's fakes under manipulated_sequences/<method>/; other layouts name none."""
+    if label == 0:
+        return "real"
+    parts = path.parts
+    if "manipulated_sequences" in parts:
+        at = parts.index("manipulated_sequences")
+        if at + 1 < len(parts):
+            return parts[at + 1]
+    return "fake"
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str  # stable hash of what the detector sees (before any perturbation)
+    dataset: str
+    video: str  # the media file: frames of one video share it
+    label: int
+    manipulation: str
+    frame_index: int
+    face_path: Path  # cached crop (PNG)
+    keypoints: np.ndarray = field(compare=False, repr=False)
+
+
+@dataclass
+class SampleSet:
+    samples: list[Sample]
+    media_files: int = 0
+    faceless: list[str] = field(default_factory=list)  # media files with no face: no score, no verdict
+    unreadable: int = 0
+
+
+def extraction_size(input_size: int, margin: float, cache_margin: float) -> int:
+    # As the trainer's: a cache just large enough that the framing keeps the detector's resolution.
+    size = int(np.ceil(input_size * cache_margin / margin))
+    return size + size % 2
+
+
+def collect_samples(
+    data: Sequence[Path],
+    part: str,
+    *,
+    input_size: int,
+    frames_per_video: int = 8,
+    margin: float = DEFAULT_MARGIN,
+    cache_dir: Path | None = None,
+    compression: str = "c23",
+    on_item: Callable[[], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> SampleSet:
+    from deepscan.train.datasets import DataError, describe_source, list_media
+    from deepscan.train.face_cache import ExtractionParams, FaceCache, extract_all
+
+    listed = []
+    for path in data:
+        try:
+            source = dataset_source(Path(path), part, compression)
+            items = list_media(source)
+        except DataError as error:
+            raise EvaluationError(str(error)) from None
+        listed.extend((describe_source(source), item) for item in items)
+    if on_total is not None:
+        on_total(len(listed))
+
+    def params_for(item) -> ExtractionParams:
+        return ExtractionParams(
+            frames_per_video=frames_per_video,
+            faces_per_frame=1,
+            cache_margin=DEFAULT_CACHE_MARGIN,
+            cache_size=extraction_size(input_size, margin, DEFAULT_CACHE_MARGIN),
+            crop_faces=item.crop_faces or item.kind == "video",
+        )
+
+    cache = FaceCache(cache_dir)
+    found, stats = extract_all(cache, [(item.path, item.kind, params_for(item)) for _, item in listed], on_item)
+    result = SampleSet(samples=[], media_files=len(listed), unreadable=stats.failed)
+    for dataset, item in listed:
+        if item.path not in found:
+            continue
+        faces = found[item.path]
+        if not faces:
+            result.faceless.append(str(item.path))
+        video = str(Path(item.path).resolve())
+        for face in faces:
+            identity = f"{face.path.parent.name}/{face.path.name}|{margin}|{input_size}"
+            result.samples.append(
+                Sample(
+                    key=hashlib.sha256(identity.encode()).hexdigest(),
+                    dataset=dataset,
+                    video=video,
+                    label=item.label,
+                    manipulation=manipulation_of(Path(item.path), item.label),
+                    frame_index=face.frame_index,
+                    face_path=face.path,
+                    keypoints=face.keypoints,
+                )
+            )
+    return result
+
+
+def load_face(sample: Sample, input_size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    from PIL import Image
+
+    from deepscan.train.augment import Framing, frame_face
+
+    with Image.open(sample.face_path) as image:
+        crop = np.asarray(image.convert("RGB"))
+    return frame_face(crop, sample.keypoints, DEFAULT_CACHE_MARGIN, input_size, Framing(scale=margin))[0]
+
+
+# --- the score cache -----------------------------------------------------------------------------------------
+
+
+def default_score_cache() -> Path:
+    from deepscan.train.face_cache import default_cache_dir
+
+    return default_cache_dir().parent / "scores.sqlite"
+
+
+class ScoreCache:
+    """Scores on disk, keyed by (model, sample, perturbation, strength). ``path=None`` keeps nothing."""
+
+    def __init__(self, path: Path | None):
+        self.connection = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(str(path), timeout=30)
+            self.connection.execute(
+                "CREATE TABLE IF NOT EXISTS scores (model TEXT, sample TEXT, perturbation TEXT, strength REAL,"
+                " score REAL, PRIMARY KEY (model, sample, perturbation, strength))"
+            )
+
+    def get(self, model: str | None, samples: Sequence[str], perturbation: str, strength: float) -> dict[str, float]:
+        if self.connection is None or model is None or not samples:
+            return {}
+        found: dict[str, float] = {}
+        for start in range(0, len(samples), 500):  # SQLite caps the number of bound parameters
+            chunk = list(samples[start : start + 500])
+            rows = self.connection.execute(
+                f"SELECT sample, score FROM scores WHERE model = ? AND perturbation = ? AND strength = ?"
+                f" AND sample IN ({','.join('?' * len(chunk))})",
+                [model, perturbation, float(strength), *chunk],
+            )
+            found.update(rows.fetchall())
+        return found
+
+    def put(self, model: str | None, scores: dict[str, float], perturbation: str, strength: float) -> None:
+        if self.connection is None or model is None or not scores:
+            return
+        with self.connection:
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
+                [(model, key, perturbation, float(strength), float(value)) for key, value in scores.items()],
+            )
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+
+def perturbation_seed(sample_key: str, perturbation: str, strength: float) -> int:
+    digest = hashlib.sha256(f"{sample_key}|{perturbation}|{strength:g}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+# --- scoring -------------------------------------------------------------------------------------------------
+
+
+def score_samples(
+    detector,
+    model: str | None,
+    samples: Sequence[Sample],
+    condition: tuple[str, float],
+    cache: ScoreCache,
+    *,
+    batch_size: int = 16,
+    load: Callable[[Sample], np.ndarray] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """P(fake) of every sample under ``condition`` (perturbation, strength): cached ones read, the rest scored."""
+    perturbation, strength = condition
+    input_size = detector.config.input_size
+    load = load or (lambda sample: load_face(sample, input_size))
+    known = cache.get(model, [s.key for s in samples], perturbation, strength)
+    missing = [index for index, sample in enumerate(samples) if sample.key not in known]
+    for start in range(0, len(missing), batch_size):
+        chunk = [samples[index] for index in missing[start : start + batch_size]]
+        images = [
+            apply_perturbation(load(s), perturbation, strength, perturbation_seed(s.key, perturbation, strength))
+            for s in chunk
+        ]
+        fresh = dict(zip((s.key for s in chunk), detector.fake_probability(np.stack(images))))
+        cache.put(model, fresh, perturbation, strength)
+        known.update(fresh)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return np.array([known[s.key] for s in samples], dtype=np.float64)
+
+
+# --- aggregation and metrics ---------------------------------------------------------------------------------
+
+
+def aggregate_videos(samples: Sequence[Sample], scores: np.ndarray, how: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One score per video (mean of its frames, or the median the scan's track verdict uses): (videos, labels, scores)."""
+    from deepscan.verdicts import track_verdict
+
+    by_video: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_video.setdefault(sample.video, []).append(index)
+    videos = sorted(by_video)
+    labels = np.array([samples[by_video[v][0]].label for v in videos], dtype=np.int64)
+    if how == "video_mean":
+        values = [float(np.mean(scores[by_video[v]])) for v in videos]
+    elif how == "video_median":
+        values = [track_verdict(0, list(scores[by_video[v]]), [0.0] * len(by_video[v]), 0.5).score for v in videos]
+    else:
+        raise ValueError(f"unknown video aggregate {how!r}")
+    return videos, labels, np.array(values, dtype=np.float64)
+
+
+LEVELS = ("frame", *VIDEO_AGGREGATES)
+
+
+def level_arrays(samples: Sequence[Sample], scores: np.ndarray, level: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels, scores, video of each unit) at ``level``."""
+    if level == "frame":
+        return np.array([s.label for s in samples], dtype=np.int64), scores, [s.video for s in samples]
+    videos, labels, values = aggregate_videos(samples, scores, level)
+    return labels, values, videos
+
+
+def thresholds_from_val(val_samples: Sequence[Sample], val_scores: np.ndarray) -> dict[str, float]:
+    chosen = {}
+    for level in LEVELS:
+        labels, values, _ = level_arrays(val_samples, val_scores, level)
+        if not metrics.has_both_classes(labels):
+            raise EvaluationError("--val data must hold real and fake faces to choose a threshold")
+        chosen[level] = metrics.choose_threshold(labels, values)
+    return chosen
+
+
+def level_metrics(
+    samples: Sequence[Sample],
+    scores: np.ndarray,
+    thresholds: dict[str, float] | None,
+    *,
+    bootstrap: int,
+    seed: int,
+    by_manipulation: bool,
+) -> dict:
+    result = {}
+    for level in LEVELS:
+        labels, values, videos = level_arrays(samples, scores, level)
+        entry = metrics.summarize(
+            labels,
+            values,
+            val_threshold=thresholds[level] if thresholds else None,
+            groups=videos if level == "frame" else None,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+        result[level] = entry
+    if by_manipulation:
+        kinds = sorted({s.manipulation for s in samples if s.label == 1})
+        if len(kinds) > 1 or (kinds and kinds[0] != "fake"):
+            result["per_manipulation"] = {}
+            for kind in kinds:
+                chosen = [i for i, s in enumerate(samples) if s.label == 0 or s.manipulation == kind]
+                subset = [samples[i] for i in chosen]
+                result["per_manipulation"][kind] = {
+                    level: {
+                        "auc": metrics.auc(*level_arrays(subset, scores[chosen], level)[:2]),
+                        "n": int(len(level_arrays(subset, scores[chosen], level)[0])),
+                    }
+                    for level in LEVELS
+                }
+    return result
+
+
+@dataclass
+class MethodRun:
+    """Everything evaluated for one method: per condition, its scores and metrics."""
+
+    method: str
+    weights: dict
+    thresholds: dict[str, float] | None
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-sample scores
+    results: dict[str, dict] = field(default_factory=dict)  # condition name -> level metrics
+    conditions: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        clean_auc = {level: self.results["clean"][level]["auc"] for level in LEVELS}
+        conditions = {}
+        for name, result in self.results.items():
+            entry = dict(result)
+            perturbation, strength = self.conditions[name]
+            entry["perturbation"], entry["strength"] = perturbation, strength
+            if name != "clean":
+                entry["auc_drop"] = {
+                    level: None if result[level]["auc"] is None or clean_auc[level] is None
+                    else result[level]["auc"] - clean_auc[level]
+                    for level in LEVELS
+                }
+            conditions[name] = entry
+        return {
+            "method": self.method,
+            "weights": self.weights,
+            "thresholds": (
+                {"chosen_on": "val", "rule": "max balanced accuracy", **self.thresholds}
+                if self.thresholds
+                else {"chosen_on": None, "note": "no --val data: accuracy is reported at 0.5 only"}
+            ),
+            "conditions": conditions,
+        }
+
+
+def evaluate_method(
+    detector,
+    method: str,
+    weights: dict,
+    samples: Sequence[Sample],
+    conditions: Iterable[tuple[str, float]],
+    cache: ScoreCache,
+    *,
+    val_samples: Sequence[Sample] | None = None,
+    batch_size: int = 16,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    load: Callable[[Sample], np.ndarray] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> MethodRun:
+    model = weights.get("sha256")  # None for an untrained detector: nothing cached
+    common = dict(batch_size=batch_size, load=load, on_batch=on_batch)
+    thresholds = None
+    if val_samples:
+        val_scores = score_samples(detector, model, val_samples, CLEAN, cache, **common)
+        thresholds = thresholds_from_val(val_samples, val_scores)
+    run = MethodRun(method=method, weights=weights, thresholds=thresholds)
+    for condition in [CLEAN, *[c for c in conditions if c != CLEAN]]:
+        name = condition_name(*condition)
+        scores = score_samples(detector, model, samples, condition, cache, **common)
+        run.conditions[name] = condition
+        run.scores[name] = scores
+        run.results[name] = level_metrics(
+            samples, scores, thresholds, bootstrap=bootstrap, seed=seed, by_manipulation=name == "clean"
+        )
+    return run

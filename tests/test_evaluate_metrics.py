@@ -1,0 +1,104 @@
+"""Each metric against values worked out by hand on small fixed score sets."""
+
+import numpy as np
+import pytest
+
+from deepscan.evaluate import metrics
+
+# Four reals and four fakes; one real (0.6) outranks one fake (0.4).
+LABELS = [0, 0, 0, 0, 1, 1, 1, 1]
+SCORES = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+
+
+def test_auc_counts_correctly_ordered_pairs():
+    # 16 real/fake pairs; only (fake 0.4, real 0.6) is misordered.
+    assert metrics.auc(LABELS, SCORES) == pytest.approx(15 / 16)
+
+
+def test_eer_where_false_alarms_equal_misses():
+    # Threshold 0.6: one real of four above it (FPR 1/4), one fake of four below it (FNR 1/4).
+    assert metrics.equal_error_rate(LABELS, SCORES) == pytest.approx(0.25)
+
+
+def test_eer_is_interpolated_between_roc_points():
+    # Reals 0.1, 0.5; fakes 0.4, 0.6, 0.7. ROC points (FPR, TPR): ... (0, 2/3) at 0.6, (1/2, 2/3) at 0.5,
+    # (1/2, 1) at 0.4. The gap FNR - FPR is 1/3 at (0, 2/3) and -1/6 at (1/2, 2/3): it crosses at
+    # t = (1/3) / (1/2) = 2/3 of the way, FPR = 1/3 = FNR.
+    assert metrics.equal_error_rate([0, 0, 1, 1, 1], [0.1, 0.5, 0.4, 0.6, 0.7]) == pytest.approx(1 / 3)
+
+
+def test_eer_of_perfect_separation_is_zero():
+    assert metrics.equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == pytest.approx(0.0)
+
+
+def test_average_precision_by_hand():
+    # Ranked by score: fake, fake, fake, real, fake -> precision at each fake: 1, 1, 1, 4/5.
+    assert metrics.average_precision(LABELS, SCORES) == pytest.approx((1 + 1 + 1 + 0.8) / 4)
+
+
+def test_accuracies_at_a_threshold():
+    # At 0.5 the real 0.6 and the fake 0.4 are wrong: 6 of 8 right, 3 of 4 in each class.
+    assert metrics.accuracy(LABELS, SCORES, 0.5) == pytest.approx(6 / 8)
+    assert metrics.balanced_accuracy(LABELS, SCORES, 0.5) == pytest.approx(0.75)
+    # At 0.35 every real but 0.6 is right (3/4) and every fake is caught (4/4); a score equal to it is fake.
+    assert metrics.balanced_accuracy(LABELS, SCORES, 0.35) == pytest.approx((3 / 4 + 1) / 2)
+    assert metrics.accuracy([0, 1], [0.5, 0.5], 0.5) == pytest.approx(0.5)
+
+
+def test_tpr_at_low_fpr_takes_only_reachable_points():
+    # No false alarm is allowed at 1 % of 4 reals: above 0.6 only 3 of 4 fakes are caught.
+    assert metrics.tpr_at_fpr(LABELS, SCORES, 0.01) == pytest.approx(0.75)
+    assert metrics.tpr_at_fpr(LABELS, SCORES, 0.25) == pytest.approx(1.0)
+
+
+def test_threshold_chosen_on_validation_maximises_balanced_accuracy():
+    # Separable validation scores: the best threshold lies halfway between 0.3 and 0.6.
+    assert metrics.choose_threshold([0, 0, 1, 1], [0.2, 0.3, 0.6, 0.7]) == pytest.approx(0.45)
+    with pytest.raises(ValueError):
+        metrics.choose_threshold([0, 0], [0.2, 0.3])
+
+
+def test_single_class_metrics_are_none():
+    assert metrics.auc([1, 1], [0.2, 0.9]) is None
+    assert metrics.equal_error_rate([0, 0], [0.2, 0.9]) is None
+    assert metrics.bootstrap_auc_ci([0, 0], [0.2, 0.9]) is None
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_auc():
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 40)
+    scores = np.concatenate([rng.normal(0.4, 0.15, 40), rng.normal(0.6, 0.15, 40)])
+    low, high = metrics.bootstrap_auc_ci(labels, scores, resamples=300, seed=1)
+    assert low < metrics.auc(labels, scores) < high
+    assert (low, high) == metrics.bootstrap_auc_ci(labels, scores, resamples=300, seed=1)
+    assert (low, high) != metrics.bootstrap_auc_ci(labels, scores, resamples=300, seed=2)
+    assert metrics.bootstrap_auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], resamples=50) == (1.0, 1.0)
+
+
+def test_bootstrap_by_video_is_wider_than_by_frame_when_frames_repeat():
+    # Ten videos of 20 identical frames each: frames are not independent evidence, so resampling videos
+    # must give a wider interval than pretending there are 200 independent samples.
+    rng = np.random.default_rng(0)
+    video_labels = np.repeat([0, 1], 5)
+    video_scores = np.concatenate([rng.normal(0.45, 0.1, 5), rng.normal(0.55, 0.1, 5)])
+    labels, scores = np.repeat(video_labels, 20), np.repeat(video_scores, 20)
+    groups = np.repeat([f"v{i}" for i in range(10)], 20)
+    by_frame = metrics.bootstrap_auc_ci(labels, scores, resamples=300, seed=0)
+    by_video = metrics.bootstrap_auc_ci(labels, scores, groups, resamples=300, seed=0)
+    assert by_video[1] - by_video[0] > 1.5 * (by_frame[1] - by_frame[0])
+
+
+def test_summary_reports_val_accuracy_only_with_a_val_threshold():
+    plain = metrics.summarize(LABELS, SCORES, bootstrap=0)
+    assert "acc@val" not in plain and plain["auc_ci95"] is None
+    assert plain["n"] == 8 and plain["n_real"] == 4 and plain["n_fake"] == 4
+    assert plain["tpr@fpr=0.01"] == pytest.approx(0.75)
+    with_val = metrics.summarize(LABELS, SCORES, val_threshold=0.35, bootstrap=0)
+    assert with_val["acc@val"] == pytest.approx(7 / 8)
+
+
+def test_bad_labels_are_refused():
+    with pytest.raises(ValueError):
+        metrics.auc([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError):
+        metrics.auc([0, 1, 1], [0.1, 0.2])

@@ -1,0 +1,163 @@
+"""Tables (one row per method), results.json, scores.csv and PNGs, and the `evaluate` command end to end."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from deepscan.cli import app
+from deepscan.detectors.base import Detector, DetectorConfig
+from deepscan.evaluate import report
+from deepscan.evaluate.runner import LEVELS, Sample, ScoreCache, evaluate_method
+from deepscan.media.synthetic import portrait, second_portrait
+
+
+class ScaledBrightness(Detector):
+    def __init__(self, gain: float):
+        super().__init__()
+        self.config = DetectorConfig(name="stub", paper="test stub", input_size=16)
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.mean(dim=(1, 2, 3)) - 0.5) * self.gain
+
+
+@pytest.fixture
+def samples(tmp_path):
+    made = []
+    for index, (video, label, brightness) in enumerate(
+        [("/r/real/a.mp4", 0, 50), ("/r/real/a.mp4", 0, 90), ("/r/real/b.png", 0, 160),
+         ("/r/fake/a.mp4", 1, 140), ("/r/fake/a.mp4", 1, 200), ("/r/fake/c.png", 1, 230)]
+    ):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(np.full((24, 24, 3), brightness, np.uint8)).save(path)
+        made.append(Sample(f"s{index}", "test", video, label, "fake" if label else "real", index, path,
+                           np.full((6, 2), np.nan)))
+    return made
+
+
+@pytest.fixture
+def runs(samples):
+    return [
+        evaluate_method(ScaledBrightness(gain), name, {"sha256": None, "trained": False}, samples,
+                        [("gaussian_noise", 30.0)], ScoreCache(None), bootstrap=20)
+        for name, gain in (("first", 4.0), ("second", -4.0))
+    ]
+
+
+def test_table_has_one_row_per_method_at_every_level(runs):
+    summaries = [run.to_dict() for run in runs]
+    for level in LEVELS:
+        rows = report.metric_rows(summaries, level)
+        assert [row["method"] for row in rows] == ["first", "second"]
+    # Frames: reals 50, 90, 160; fakes 140, 200, 230 -> 8 of 9 pairs ordered; the inverted detector gets 1/9.
+    rows = report.metric_rows(summaries, "frame")
+    assert rows[0]["AUC [95% CI]"].startswith(f"{8 / 9:.3f}") and rows[1]["AUC [95% CI]"].startswith(f"{1 / 9:.3f}")
+    assert rows[0]["n (real/fake)"] == "6 (3/3)"
+    assert report.metric_rows(summaries, "video_mean")[0]["n (real/fake)"] == "4 (2/2)"
+    robustness = report.robustness_rows(summaries, "frame")
+    assert [row["method"] for row in robustness] == ["first", "second"] and "ΔAUC gaussian_noise@30" in robustness[0]
+    tables = report.tables(summaries)
+    assert all(table.row_count == 2 for table in tables)
+
+
+def test_outputs_are_written_where_asked(tmp_path, runs, samples):
+    folder = tmp_path / "nested" / "results"
+    written = report.write_outputs(folder, runs, samples, {"data": ["x"]})
+    assert all(path.parent == folder and path.stat().st_size > 0 for path in written)
+    names = {path.name for path in written}
+    assert {"results.json", "scores.csv", "roc_frame.png", "roc_video_mean.png", "hist_first_frame.png"} <= names
+    results = json.loads((folder / "results.json").read_text())
+    assert [m["method"] for m in results["methods"]] == ["first", "second"]
+    frame = results["methods"][0]["conditions"]["clean"]["frame"]
+    assert frame["auc"] == pytest.approx(8 / 9)
+    with open(folder / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    # One row per (method, condition, sample); the clean frame AUC can be recomputed from the CSV alone.
+    assert len(rows) == 2 * 2 * len(samples)
+    from sklearn.metrics import roc_auc_score
+
+    clean_first = [r for r in rows if r["method"] == "first" and r["condition"] == "clean"]
+    assert roc_auc_score([int(r["label"]) for r in clean_first], [float(r["score"]) for r in clean_first]) == \
+        pytest.approx(frame["auc"])
+    assert {r["media"] for r in clean_first} == {s.video for s in samples}
+    with Image.open(folder / "roc_frame.png") as image:
+        assert image.size[0] > 100
+
+
+# --- the command -------------------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory):
+    """real/ and fake/ portraits (the fakes brightened and noised: any difference will do for plumbing)."""
+    root = tmp_path_factory.mktemp("evaluate-data")
+    rng = np.random.default_rng(0)
+    for name, image in (("hopper", portrait()), ("second", second_portrait())):
+        for label in ("real", "fake"):
+            (root / label).mkdir(exist_ok=True)
+            if label == "fake":
+                image = np.clip(image.astype(float) * 1.1 + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / label / f"{name}.png")
+    return root
+
+
+def test_evaluate_command_two_methods_with_perturbation(tmp_path, face_folder):
+    import torch
+
+    from deepscan.registry import create_detector
+    from deepscan.weights import save_weights
+
+    torch.manual_seed(0)
+    weights = tmp_path / "faclue.safetensors"
+    save_weights(create_detector("faclue"), weights)
+    out = tmp_path / "out"
+    args = ["evaluate", "-m", "faclue", "--weights", str(weights), "-m", "sficonv", "--weights", "shipped", str(face_folder),
+            "--perturb", "jpeg:50", "--cache-dir", str(tmp_path / "cache"), "--bootstrap", "20"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "frame level" in result.stdout and "video level" in result.stdout
+    assert "faclue" in result.stdout and "sficonv" in result.stdout
+    assert "no trained weights" in result.stderr and "0.5 only" in result.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [m["method"] for m in results["methods"]] == ["faclue", "sficonv"]
+    clean = results["methods"][0]["conditions"]["clean"]
+    assert clean["frame"]["n_real"] == 2 and clean["frame"]["n_fake"] == 2
+    assert "jpeg@50" in results["methods"][0]["conditions"]
+    first_scores = (out / "scores.csv").read_text()
+    # Re-run: the trained detector's scores all come from the cache, so they are identical.
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    second_scores = (tmp_path / "again" / "scores.csv").read_text()
+
+    def rows(text, method):
+        return [line for line in text.splitlines() if line.startswith(method + ",")]
+
+    assert rows(second_scores, "faclue") == rows(first_scores, "faclue") != []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "nonesuch"], "unknown detector"),
+        (["-m", "faclue", "--weights", "a.safetensors", "--weights", "b.safetensors"], "one --weights per --method"),
+        (["-m", "faclue", "--perturb", "sharpen"], "unknown perturbation"),
+        (["-m", "faclue", "--weights", "missing.safetensors"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, face_folder, args, message):
+    result = runner.invoke(app, ["evaluate", str(face_folder), *args, "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+def test_missing_data_is_reported(tmp_path):
+    result = runner.invoke(app, ["evaluate", "-m", "faclue", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no such file or folder" in result.stderr

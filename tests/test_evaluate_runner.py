@@ -1,0 +1,142 @@
+"""Scoring through one batched path, the score cache, video aggregation and the validation threshold."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepscan.detectors.base import Detector, DetectorConfig
+from deepscan.evaluate import runner
+from deepscan.evaluate.runner import Sample, ScoreCache, aggregate_videos, evaluate_method, score_samples
+
+
+class BrightnessDetector(Detector):
+    """P(fake) rises with the crop's mean brightness; counts the faces it is asked to score."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = DetectorConfig(name="brightness", paper="test stub", input_size=32)
+        self.faces_scored = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.faces_scored += len(x)
+        return (x.mean(dim=(1, 2, 3)) - 0.5) * 8
+
+
+def make_sample(folder: Path, video: str, label: int, frame: int, brightness: int, manipulation="fake") -> Sample:
+    path = folder / f"{abs(hash((video, frame)))}.png"
+    Image.fromarray(np.full((46, 46, 3), brightness, np.uint8)).save(path)
+    return Sample(key=f"{video}#{frame}", dataset="test", video=video, label=label,
+                  manipulation=manipulation if label else "real", frame_index=frame, face_path=path,
+                  keypoints=np.full((6, 2), np.nan))
+
+
+@pytest.fixture
+def samples(tmp_path):
+    # Two real and two fake videos; same file name in different folders, two videos in one folder.
+    spec = [("/x/real/a.mp4", 0, [60, 80]), ("/y/real/a.mp4", 0, [100, 180]),
+            ("/d/fake/a.mp4", 1, [150, 170, 220]), ("/d/fake/b.mp4", 1, [200])]
+    return [make_sample(tmp_path, video, label, i, b, "Deepfakes" if video.endswith("a.mp4") else "FaceSwap")
+            for video, label, levels in spec for i, b in enumerate(levels)]
+
+
+def test_video_scores_group_by_media_file_not_by_folder_or_name():
+    samples = [Sample(f"k{i}", "d", video, label, "real", i, Path("unused"), np.zeros((6, 2)))
+               for i, (video, label) in enumerate([("/x/real/a.mp4", 0), ("/y/real/a.mp4", 0), ("/x/real/a.mp4", 0),
+                                                    ("/d/fake/a.mp4", 1), ("/d/fake/b.mp4", 1), ("/d/fake/b.mp4", 1)])]
+    scores = np.array([0.1, 0.3, 0.2, 0.9, 0.6, 0.8])
+    videos, labels, means = aggregate_videos(samples, scores, "video_mean")
+    assert videos == ["/d/fake/a.mp4", "/d/fake/b.mp4", "/x/real/a.mp4", "/y/real/a.mp4"]
+    assert labels.tolist() == [1, 1, 0, 0]
+    assert means == pytest.approx([0.9, 0.7, 0.15, 0.3])
+    three = samples[:1] + samples[2:3] + [Sample("k9", "d", "/x/real/a.mp4", 0, "real", 9, Path("u"), np.zeros((6, 2)))]
+    _, _, medians = aggregate_videos(three, np.array([0.1, 0.2, 0.9]), "video_median")
+    assert medians == pytest.approx([0.2])  # the scan's track aggregate: median, not mean (0.4)
+
+
+def test_scores_are_cached_per_model_sample_and_condition(tmp_path, samples):
+    detector = BrightnessDetector()
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    first = score_samples(detector, "model-a", samples, ("none", 0.0), cache, batch_size=3)
+    assert detector.faces_scored == len(samples)
+    # Brightness b gives sigmoid(8 (b/255 - 0.5)).
+    assert first[0] == pytest.approx(1 / (1 + np.exp(-8 * (60 / 255 - 0.5))), abs=1e-4)
+    again = score_samples(detector, "model-a", samples, ("none", 0.0), cache)
+    assert detector.faces_scored == len(samples) and (again == first).all()
+    score_samples(detector, "model-b", samples, ("none", 0.0), cache)  # other weights: scored anew
+    assert detector.faces_scored == 2 * len(samples)
+    salted = score_samples(detector, "model-a", samples, ("salt_pepper", 0.3), cache)
+    assert detector.faces_scored == 3 * len(samples)
+    assert not np.allclose(salted, first)
+    cache.close()
+    reopened = ScoreCache(tmp_path / "scores.sqlite")
+    assert reopened.get("model-a", [samples[0].key], "none", 0.0)[samples[0].key] == pytest.approx(first[0])
+    reopened.close()
+
+
+def test_no_cache_scores_every_time(samples):
+    detector = BrightnessDetector()
+    cache = ScoreCache(None)
+    score_samples(detector, "m", samples, ("none", 0.0), cache)
+    score_samples(detector, "m", samples, ("none", 0.0), cache)
+    assert detector.faces_scored == 2 * len(samples)
+
+
+def test_evaluate_method_levels_manipulations_and_robustness(samples):
+    run = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, samples,
+                          [("contrast", 0.2)], ScoreCache(None), bootstrap=50)
+    clean = run.results["clean"]
+    assert clean["frame"]["n"] == 8 and clean["video_mean"]["n"] == 4 and clean["video_median"]["n"] == 4
+    # Frames: reals 60, 80, 100, 180; fakes 150, 170, 200, 220 -> 180 outranks two fakes: AUC 14/16.
+    assert clean["frame"]["auc"] == pytest.approx(14 / 16)
+    # Videos (mean brightness): reals 70, 140; fakes 180, 200 -> perfectly separated.
+    assert clean["video_mean"]["auc"] == pytest.approx(1.0)
+    assert set(clean["per_manipulation"]) == {"Deepfakes", "FaceSwap"}
+    # FaceSwap video (200) against the real frames: above all of them.
+    assert clean["per_manipulation"]["FaceSwap"]["frame"]["auc"] == pytest.approx(1.0)
+    assert "acc@val" not in clean["frame"] and run.thresholds is None
+    summary = run.to_dict()
+    assert summary["thresholds"]["chosen_on"] is None
+    drop = summary["conditions"]["contrast@0.2"]["auc_drop"]["frame"]
+    assert drop == pytest.approx(run.results["contrast@0.2"]["frame"]["auc"] - 14 / 16)
+
+
+def test_threshold_comes_from_val_and_is_applied_to_test(tmp_path, samples):
+    val = [make_sample(tmp_path, f"/val/{i}.mp4", label, 0, b) for i, (label, b) in
+           enumerate([(0, 40), (0, 200), (1, 230), (1, 250)])]
+    run = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, samples, [], ScoreCache(None),
+                          val_samples=val, bootstrap=0)
+    probability = lambda b: 1 / (1 + np.exp(-8 * (b / 255 - 0.5)))
+    # Halfway between the val scores of 200 and 230 (brightness ~212), whatever the test data says.
+    assert run.thresholds["frame"] == pytest.approx((probability(200) + probability(230)) / 2, abs=1e-4)
+    # Test frames above it: only 220 (fake) -> 4 reals right + 1 fake of 4 = 5/8 (at 0.5 it would be 7/8).
+    assert run.results["clean"]["frame"]["acc@0.5"] == pytest.approx(7 / 8)
+    assert run.results["clean"]["frame"]["acc@val"] == pytest.approx(5 / 8)
+
+
+def test_dataset_layouts_are_recognised(tmp_path):
+    (tmp_path / "ffpp" / "original_sequences").mkdir(parents=True)
+    (tmp_path / "celeb" / "Celeb-synthesis").mkdir(parents=True)
+    (tmp_path / "plain").mkdir()
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label,split\nx.mp4,1,test\n")
+    assert runner.dataset_source(tmp_path / "ffpp", "val").split == "val"
+    assert runner.dataset_source(tmp_path / "celeb", "test").kind == "celebdf"
+    assert runner.dataset_source(tmp_path / "plain", "test").kind == "folder"
+    assert runner.dataset_source(csv_path, "test").split == "test"
+    with pytest.raises(runner.EvaluationError):
+        runner.dataset_source(tmp_path / "celeb", "val")
+    assert runner.manipulation_of(Path("/r/manipulated_sequences/NeuralTextures/c23/videos/1_2.mp4"), 1) == "NeuralTextures"
+    assert runner.manipulation_of(Path("/r/fake/1.mp4"), 1) == "fake"
+
+
+def test_scores_of_an_untrained_detector_are_never_cached(tmp_path):
+    # Random weights differ on every run: a cached score would belong to a model that no longer exists.
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    cache.put(None, {"sample": 0.7}, "clean", 0.0)
+    cache.put("abc123", {"sample": 0.3}, "clean", 0.0)
+    assert cache.get(None, ["sample"], "clean", 0.0) == {}
+    assert cache.get("abc123", ["sample"], "clean", 0.0) == {"sample": 0.3}
+    cache.close()
