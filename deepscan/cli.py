@@ -92,7 +92,9 @@ def scan(
     raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf))
 
 
-def _run_scan(inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False) -> int:
+def _run_scan(
+    inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False
+) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deepscan.media.images import discover_media
@@ -302,7 +304,7 @@ def explain(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Show where, and in which frequencies, a detector sees a forgery: heat maps, spectra, the method's views."""
-    from deepscan.explain import CAM_METHODS, ExplainError, find_recent_report, load_report
+    from deepscan.explain import CAM_METHODS, ExplainError, find_recent_report, load_report, parse_timestamp
 
     if cam not in CAM_METHODS:
         fail(f"unknown --cam {cam!r} (choose from {', '.join(CAM_METHODS)})")
@@ -310,8 +312,13 @@ def explain(
         fail("give an INPUT or --from REPORT, not both")
     if at is not None and input_path is None:
         fail("--at needs a video INPUT")
-    report, report_path = None, None
+    if input_path is not None and not input_path.is_file():
+        fail(f"{input_path}: no such file")
+    report, report_path, seconds = None, None, None
     try:
+        if at is not None:
+            seconds = parse_timestamp(at)
+            _require_video(input_path)
         if from_report is not None:
             report, report_path = load_report(from_report), from_report
         elif input_path is None:
@@ -334,11 +341,24 @@ def explain(
             weights = report["custody"]["parameters"].get("weights")
     method = method or "faclue"
     try:
-        code = _run_explain(input_path, method, weights, out_dir, cam, at, report, report_path, reference or [],
+        code = _run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path, reference or [],
                             per_track, fps, device)
     except ExplainError as error:
         fail(str(error))
     raise typer.Exit(code)
+
+
+def _require_video(path: Path) -> None:
+    from deepscan.explain import ExplainError
+    from deepscan.media.errors import MediaError
+    from deepscan.media.images import media_kind
+
+    try:
+        kind = media_kind(path)
+    except MediaError as error:
+        raise ExplainError(str(error)) from None
+    if kind != "video":
+        raise ExplainError(f"{path}: --at applies to videos only, and this is an image")
 
 
 def _load_detector_for(method: str, weights: str | None, device: str):
@@ -364,13 +384,14 @@ def _load_detector_for(method: str, weights: str | None, device: str):
     return detector.to(target).eval(), resolved
 
 
-def _run_explain(input_path, method, weights, out_dir, cam, at, report, report_path, reference_paths, per_track, fps,
-                 device) -> int:
+def _run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path, reference_paths, per_track,
+                 fps, device) -> int:
     from deepscan.explain import method_views, save_method_views
 
     detector, resolved = _load_detector_for(method, weights, device)
     reference = _reference_spectrum(reference_paths, detector.config.input_size) if reference_paths else None
     explained: list[tuple[object, list[Path]]] = []
+    skipped = 0
     if input_path is None:
         with err.status(f"finding what {method} looks at..."):
             views = method_views(detector)
@@ -378,10 +399,10 @@ def _run_explain(input_path, method, weights, out_dir, cam, at, report, report_p
         _print_method(views, written[-1])
         if report is not None:
             err.print(f"explaining the most suspicious faces of {escape(str(report_path))}", highlight=False)
-            explained = _explain_report(detector, report, report_path, cam, per_track, reference, resolved.trained,
-                                        out_dir)
-    elif at is not None:
-        explained = _explain_frame_at(detector, input_path, at, cam, reference, resolved.trained, out_dir)
+            explained, skipped = _explain_report(detector, report, report_path, cam, per_track, reference,
+                                                 resolved.trained, out_dir)
+    elif seconds is not None:
+        explained = _explain_frame_at(detector, input_path, seconds, cam, reference, resolved.trained, out_dir)
     else:
         explained = _explain_input(detector, input_path, method, weights, fps, device, cam, per_track, reference,
                                    resolved.trained, out_dir)
@@ -389,7 +410,7 @@ def _run_explain(input_path, method, weights, out_dir, cam, at, report, report_p
         _print_explained(explained)
     elif input_path is not None:
         err.print(f"[yellow]no face found in {escape(str(input_path))}: nothing to explain[/]", highlight=False)
-    return 0
+    return EXIT_INCOMPLETE if skipped else 0
 
 
 def _save(explanation, out_dir: Path, stem: str) -> list[Path]:
@@ -410,17 +431,19 @@ def _face_stem(path: Path, kind: str, face: dict) -> str:
 def _explain_report(detector, report, report_path, cam, per_track, reference, trained, out_dir):
     from deepscan.explain import ExplainError, explain_recorded_faces
 
-    explained = []
+    explained, skipped = [], 0
     for entry in report["files"]:
         try:
             for face, explanation in explain_recorded_faces(
                 detector, entry, report["custody"]["parameters"], per_track=per_track, cam_method=cam,
                 trained=trained, reference=reference, report_path=report_path,
             ):
-                explained.append((explanation, _save(explanation, out_dir, _face_stem(Path(entry["path"]), entry["kind"], face))))
+                stem = _face_stem(Path(entry["path"]), entry["kind"], face)
+                explained.append((explanation, _save(explanation, out_dir, stem)))
         except ExplainError as error:
+            skipped += 1
             err.print(f"[yellow]skipped:[/] {escape(str(error))}", highlight=False)
-    return explained
+    return explained, skipped
 
 
 def _explain_input(detector, path, method, weights, fps, device, cam, per_track, reference, trained, out_dir):
@@ -430,12 +453,14 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     from deepscan.scan import ScanOptions, Scanner
 
     options = ScanOptions(method=method, weights=weights, fps=fps, device=device)
-    with err.status(f"finding the faces in {escape(str(path))}..."), Scanner(detector, options, trained=trained) as scanner:
-        result = scanner.scan_file(path)
+    with err.status(f"finding the faces in {escape(str(path))}..."):
+        with Scanner(detector, options, trained=trained) as scanner:
+            result = scanner.scan_file(path)
     if result.status == "error":
         fail(result.message or f"{path}: cannot be read")
     if result.status == "partial":
-        err.print(f"[yellow]partial:[/] {escape(result.message or '')} (explaining the faces found so far)", highlight=False)
+        err.print(f"[yellow]partial:[/] {escape(result.message or '')} (explaining the faces found so far)",
+                  highlight=False)
     entry = result.to_dict()
     explained = []
     for face, explanation in explain_recorded_faces(
@@ -445,19 +470,10 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     return explained
 
 
-def _explain_frame_at(detector, path, at, cam, reference, trained, out_dir):
-    from deepscan.explain import ExplainError, explain_face, frame_at, parse_timestamp, safe_name
-    from deepscan.media.errors import MediaError
+def _explain_frame_at(detector, path, seconds, cam, reference, trained, out_dir):
+    from deepscan.explain import explain_face, frame_at, safe_name
     from deepscan.media.faces import FaceDetector, crop_face, face_square
-    from deepscan.media.images import media_kind
 
-    seconds = parse_timestamp(at)
-    try:
-        kind = media_kind(path)
-    except MediaError as error:
-        raise ExplainError(str(error)) from None
-    if kind != "video":
-        raise ExplainError(f"{path}: --at applies to videos only, and this is an image")
     index, time_s, frame = frame_at(path, seconds)
     with FaceDetector() as finder:
         faces = finder.detect(frame)
@@ -465,10 +481,12 @@ def _explain_frame_at(detector, path, at, cam, reference, trained, out_dir):
     size = detector.config.input_size
     for number, face in enumerate(faces, start=1):
         explanation = explain_face(
-            detector, crop_face(frame, face, size), label=f"{path.name}, face {number} at {time_s:.2f} s (frame {index})",
+            detector, crop_face(frame, face, size),
+            label=f"{path.name}, face {number} at {time_s:.2f} s (frame {index})",
             cam_method=cam, trained=trained, frame=frame, square=face_square(face), box=face.box, reference=reference,
         )
-        explained.append((explanation, _save(explanation, out_dir, safe_name(f"{path.stem}_{time_s:.2f}s_face{number}"))))
+        stem = safe_name(f"{path.stem}_{time_s:.2f}s_face{number}")
+        explained.append((explanation, _save(explanation, out_dir, stem)))
     return explained
 
 
@@ -519,11 +537,98 @@ def _print_method(views, figure: Path) -> None:
 def _print_explained(explained) -> None:
     table = Table(title="explained faces", title_justify="left")
     for column in ("face", "P(fake)", "figure", "PNGs"):
-        table.add_column(column, justify="right" if column in {"P(fake)", "PNGs"} else "left")
+        # Paths fold rather than end in "...": the user needs all of it to open the figure.
+        table.add_column(column, justify="right" if column in {"P(fake)", "PNGs"} else "left", overflow="fold")
     for explanation, written in explained:
         table.add_row(escape(explanation.label), f"{explanation.cam.fake_probability:.3f}", escape(str(written[-1])),
                       str(len(written)))
     out.print(table)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  deepscan train recipes/demo-faclue.yaml\n\n"
+        "  deepscan train recipes/demo-faclue.yaml --set optim.lr=1e-4 --set epochs=3 -o runs/quick\n\n"
+        "  deepscan train my-cameras.yaml --init shipped   (fine-tune the shipped detector)\n\n"
+        "  deepscan train recipes/faclue.yaml -o runs/ff --resume\n\n"
+        "  torchrun --nproc_per_node=4 -m deepscan train recipes/faclue.yaml"
+    )
+)
+def train(
+    recipe: Path = typer.Argument(..., help="Training recipe (YAML), e.g. recipes/demo-faclue.yaml."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a recipe key: --set optim.lr=1e-4 (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder. Default: runs/<recipe name>."),
+    init: Optional[str] = typer.Option(
+        None, help="Start from these weights: a .safetensors path, hf://OWNER/REPO/FILE, or 'shipped'."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="Only extract the faces into the cache."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (default: the recipe's)."),
+) -> None:
+    """Train a detector from a recipe: weights (safetensors) and a model card that `scan --weights` loads."""
+    from deepscan.train.command import run_train
+
+    raise typer.Exit(run_train(recipe, overrides, output, init, resume, prepare_only, device, err))
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  deepscan evaluate --method faclue --weights faclue.safetensors data/celebdf/\n\n"
+        "  deepscan evaluate -m faclue -m pel data/FaceForensics++/ --val data/FaceForensics++/ --out results/\n\n"
+        "  deepscan evaluate -m ralf test-set/ --perturb all --out robustness/\n\n"
+        "  deepscan evaluate -m faclue labels.csv --perturb gaussian_blur:1,2,3 --perturb h264"
+    )
+)
+def evaluate(
+    data: List[Path] = typer.Argument(
+        ..., help="Test data: folders with real/ and fake/ sub-folders, an FF++ root (its test split), a Celeb-DF "
+        "root (its test list), or a labels CSV (path,label[,split,group])."
+    ),
+    methods: List[str] = typer.Option(..., "--method", "-m", help="Detector (repeat for a side-by-side table)."),
+    weights: Optional[List[str]] = typer.Option(
+        None, "--weights", help="One per --method, same order: a .safetensors path, hf://OWNER/REPO/FILE, or "
+        "'shipped'. Default: each detector's shipped weights."
+    ),
+    val: Optional[List[Path]] = typer.Option(
+        None, "--val", metavar="DATA", help="Separate validation data (FF++: its val split) on which the accuracy "
+        "threshold is chosen. Without it accuracy is at 0.5 only."
+    ),
+    perturb: Optional[List[str]] = typer.Option(
+        None, "--perturb", metavar="SPEC", help="Robustness suite: 'all', a name (its default strengths) or "
+        "NAME:S1,S2. Names: gaussian_noise, salt_pepper, gaussian_blur, jpeg, contrast, pixelation, h264."
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Write results.json, scores.csv (every sample's score) and ROC/histogram PNGs here."
+    ),
+    frames_per_video: int = typer.Option(8, min=1, help="Frames taken evenly from each video."),
+    batch_size: int = typer.Option(16, min=1, help="Faces per inference batch."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples for the AUC's 95% interval (0: none)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, help="Cache of faces and scores. Default: $DEEPSCAN_CACHE or ~/.cache/deepscan."
+    ),
+    score_cache: bool = typer.Option(True, "--score-cache/--no-score-cache", help="Reuse and keep scores."),
+    compression: str = typer.Option("c23", help="FF++ compression folder: raw, c23 or c40."),
+) -> None:
+    """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, per frame and per video."""
+    from deepscan.evaluate.command import EvaluateOptions, run_evaluate
+    from deepscan.evaluate.runner import EvaluationError
+
+    if compression not in {"raw", "c23", "c40"}:
+        fail(f"unknown --compression {compression!r} (raw, c23 or c40)")
+    options = EvaluateOptions(
+        data=data, methods=methods, weights=weights or [], val=val or [], perturb=perturb or [], out_dir=out_dir,
+        frames_per_video=frames_per_video, batch_size=batch_size, device=device, bootstrap=bootstrap, seed=seed,
+        cache_dir=cache_dir, use_score_cache=score_cache, compression=compression,
+    )
+    try:
+        code = run_evaluate(options, out, err)
+    except EvaluationError as error:
+        fail(str(error))
+    raise typer.Exit(code)
 
 
 @app.command(epilog="Examples:\n\n  deepscan models\n\n  deepscan models --json")
@@ -556,12 +661,16 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="registered detectors", title_justify="left")
-    for column in ("name", "paper", "input", "parameters", "weights"):
-        table.add_column(column, justify="right" if column in {"input", "parameters"} else "left")
+    # Every column but the paper keeps its full width; the paper's title gives way (full titles: `--json`).
+    table.add_column("name", no_wrap=True, min_width=max(len(row["name"]) for row in rows))
+    table.add_column("paper", overflow="ellipsis", ratio=1)
+    table.add_column("input", justify="right", no_wrap=True, min_width=7)
+    table.add_column("parameters", justify="right", no_wrap=True, min_width=10)
+    table.add_column("weights", no_wrap=True, min_width=9)
     for row in rows:
         table.add_row(
             row["name"],
-            row["paper"],
+            Text(row["paper"], no_wrap=True, overflow="ellipsis"),
             f"{row['input_size']}x{row['input_size']}",
             f"{row['parameters'] / 1e6:.2f} M",
             "[green]yes[/]" if row["weights_available"] else "[magenta]untrained[/]",

@@ -1,0 +1,222 @@
+"""`deepscan train` end to end on a tiny generated face folder: every detector, resume, fine-tuning and DDP.
+
+Runs are tiny (32 px faces, batches of 2, 2 steps) so that every registered detector trains on a CPU in seconds;
+detectors whose parameter shapes follow the face size are built smaller through ``detector.kwargs``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from deepscan.cli import app
+from deepscan.media.synthetic import portrait, second_portrait
+from deepscan.registry import create_detector, list_detectors
+from deepscan.train.recipe import load_recipe
+from deepscan.train.trainer import TrainingInterrupted, TrainOptions, train
+from deepscan.weights import load_weights, resolve_weights
+
+# Detectors whose tensors are sized by the face size, built for 32 px faces (the defaults are 256 px).
+SMALL_KWARGS = {
+    "mclcr": {"image_size": 32},
+    "ralf": {"image_size": 32, "width": 8, "blocks_per_scale": 1, "discriminator_width": 8},
+}
+
+RECIPE = """\
+detector: {{name: {name}, kwargs: {kwargs}}}
+input_size: 32
+data:
+  train: [{{kind: folder, path: faces}}]
+  val_fraction: 0.34
+  face: {{cache_dir: cache, frames_per_video: 2}}
+  sbi: {{ratio: 0.5}}
+augment: {{crop_scale: [1.2, 1.4], rotation: 5, color_cast: 0.5, rescale: 0.3, jpeg: 0.3, h264: 0.3}}
+optim: {{name: adam, lr: 1.0e-4}}
+schedule: {{name: cosine}}
+batch_size: 2
+epochs: 1
+steps_per_epoch: 2
+num_workers: 0
+"""
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """faces/real and faces/fake (three people each, as in a dataset of crops) and a shared face cache."""
+    root = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    people = [portrait(), second_portrait(), portrait()[:, ::-1]]
+    for label in ("real", "fake"):
+        folder = root / "faces" / label
+        folder.mkdir(parents=True)
+        for index, person in enumerate(people):
+            image = person.astype(np.float32)
+            if label == "fake":  # a crude "swap": the middle of the face recoloured
+                image[180:330, 190:350] *= rng.uniform(0.75, 1.25, 3)
+            image = np.clip(image * rng.uniform(0.9, 1.1, 3), 0, 255).astype(np.uint8)
+            Image.fromarray(image).resize((200, 234)).save(folder / f"person{index}.png")
+    return root
+
+
+def write_recipe(workspace: Path, name: str, kwargs: dict | None = None, file: str | None = None) -> Path:
+    path = workspace / (file or f"{name}.yaml")
+    path.write_text(RECIPE.format(name=name, kwargs=json.dumps(kwargs if kwargs is not None else SMALL_KWARGS.get(name, {}))))
+    return path
+
+
+def run_cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def portrait_png(workspace):
+    path = workspace / "suspect.png"
+    Image.fromarray(portrait()).resize((300, 352)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_every_detector_trains_two_steps_and_its_weights_load_for_scanning(workspace, portrait_png, name):
+    recipe = write_recipe(workspace, name)
+    output = workspace / "runs" / name
+    result = run_cli("train", recipe, "-o", output)
+    assert result.exit_code == 0, result.output
+    weights, card_path = output / f"{name}.safetensors", output / f"{name}.card.json"
+    card = json.loads(card_path.read_text())
+    assert card["schema"] == "deepscan.model-card" and card["detector"]["name"] == name
+    assert card["weights"]["sha256"] == resolve_weights(None, weights).sha256
+    assert card["training"]["epochs"] == 1 and len(card["recipe"]["sha256"]) == 64
+    assert card["validation"]["select_on"] == "val_auc"
+    assert card["data"]["train"][0]["real_faces"] > 0 and card["data"]["pseudo_fakes"]["ratio"] == 0.5
+    [entry] = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert entry["train"]["steps"] == 2 and np.isfinite(entry["train"]["loss"]) and entry["val"]["faces"] > 0
+    assert (output / "curves.png").stat().st_size > 1000
+    with safe_open(str(weights), "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["detector"] == name and json.loads(metadata["detector_kwargs"]) == card["detector"]["architecture_kwargs"]
+    # The weights rebuild the detector they came from (the kwargs the card records) and score a face.
+    detector = create_detector(name, **card["detector"]["architecture_kwargs"])
+    load_weights(detector, resolve_weights(None, weights))
+    with torch.no_grad():
+        assert torch.isfinite(detector.eval()(torch.rand(1, 3, 32, 32))).all()
+    if name == "faclue":
+        # `deepscan scan --weights` loads exactly as above (resolve, create, load); run it once end to end.
+        report = workspace / f"{name}-scan.json"
+        scanned = run_cli("scan", portrait_png, "--method", name, "--weights", weights, "--json", report)
+        assert scanned.exit_code == 0, scanned.output
+        custody = json.loads(report.read_text())["custody"]
+        assert custody["weights"]["trained"] is True and custody["weights"]["sha256"] == card["weights"]["sha256"]
+
+
+def _weights_equal(first: Path, second: Path) -> bool:
+    a, b = load_file(str(first)), load_file(str(second))
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_resume_after_ctrl_c_and_after_a_crash_ends_with_the_uninterrupted_weights(workspace):
+    # SGD with momentum and a cosine schedule: optimiser and scheduler state must both come back.
+    # (64 px: FAClue's attention maps are too small at 32 px for momentum SGD to stay finite.)
+    changes = ["epochs=2", "steps_per_epoch=3", "input_size=64", "optim={name: sgd, lr: 0.001, momentum: 0.9}"]
+    recipe = load_recipe(write_recipe(workspace, "faclue", file="resume.yaml"), changes)
+    runs = workspace / "runs" / "resume"
+    straight = train(recipe, TrainOptions(output=runs / "straight"))
+
+    def ctrl_c_in_first_epoch(epoch, step):
+        if (epoch, step) == (0, 2):
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: the trainer finishes the step and saves
+
+    def crash_in_second_epoch(epoch, step):
+        if (epoch, step) == (1, 1):
+            raise RuntimeError("power cut")
+
+    cut = runs / "cut"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(recipe, TrainOptions(output=cut, on_step=ctrl_c_in_first_epoch))
+    assert (stopped.value.epoch, stopped.value.step) == (0, 2)
+    assert not (cut / "faclue.safetensors").exists()
+    # Workers make the samples now (the first run made them in-process): samples depend on their seeds only.
+    resumed = load_recipe(write_recipe(workspace, "faclue", file="resume.yaml"), changes + ["num_workers=1"])
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(resumed, TrainOptions(output=cut, resume=True, on_step=crash_in_second_epoch))
+    final = train(resumed, TrainOptions(output=cut, resume=True))
+    assert [h["train"]["loss"] for h in final.history] == [h["train"]["loss"] for h in straight.history]
+    assert _weights_equal(final.weights, straight.weights)
+    assert _weights_equal(cut / "best.safetensors", runs / "straight" / "best.safetensors")
+
+
+def test_an_existing_run_is_never_overwritten_and_a_changed_recipe_does_not_resume(workspace):
+    recipe = write_recipe(workspace, "sficonv", file="guard.yaml")
+    output = workspace / "runs" / "guard"
+    assert run_cli("train", recipe, "-o", output).exit_code == 0
+    again = run_cli("train", recipe, "-o", output)
+    assert again.exit_code == 2 and "already holds a training run" in again.stderr
+    changed = run_cli("train", recipe, "-o", output, "--resume", "--set", "optim.lr=0.5")
+    assert changed.exit_code == 2 and "the recipe differs" in changed.stderr
+    missing = run_cli("train", recipe, "-o", workspace / "runs" / "never", "--resume")
+    assert missing.exit_code == 2 and "no checkpoint.pt" in missing.stderr
+
+
+def test_ctrl_c_exits_130_with_a_checkpoint(workspace, monkeypatch):
+    import deepscan.train.trainer as trainer
+
+    def interrupted(recipe, options, context=None):
+        raise TrainingInterrupted(Path(options.output) / "checkpoint.pt", 0, 1)
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    result = run_cli("train", write_recipe(workspace, "sficonv", file="ctrl-c.yaml"), "-o", workspace / "runs" / "x")
+    assert result.exit_code == 130 and "--resume" in result.stderr
+
+
+def test_fine_tuning_on_real_footage_starts_from_given_weights(workspace):
+    """The forensic-lab workflow: a trained detector, fine-tuned on authentic faces only, with SBI fakes."""
+    start = workspace / "runs" / "faclue" / "faclue.safetensors"
+    if not start.exists():  # this test may run alone: make the starting weights first
+        assert run_cli("train", write_recipe(workspace, "faclue"), "-o", start.parent).exit_code == 0
+    recipe = write_recipe(workspace, "faclue", file="own-footage.yaml")
+    text = recipe.read_text().replace("{kind: folder, path: faces}", "{kind: real_images, path: faces/real, crop_faces: true}")
+    recipe.write_text(text.replace("ratio: 0.5", "ratio: 1.0"))
+    output = workspace / "runs" / "own-footage"
+    result = run_cli("train", recipe, "-o", output, "--init", start, "--set", "optim.lr=1e-12")
+    assert result.exit_code == 0, result.output
+    card = json.loads((output / "faclue.card.json").read_text())
+    assert card["start"]["init"]["sha256"] == resolve_weights(None, start).sha256
+    assert card["data"]["train"][0]["fake_faces"] == 0  # real footage only: every fake is an SBI pseudo-fake
+    before, after = load_file(str(start)), load_file(str(output / "faclue.safetensors"))
+    # A vanishing learning rate leaves the weights where they started (batch-norm statistics still move).
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before if "running" not in k and "num_batches" not in k)
+
+
+def test_two_process_distributed_run_on_cpu_finishes(workspace):
+    recipe = write_recipe(workspace, "sficonv", file="ddp.yaml")
+    output = workspace / "runs" / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "deepscan", "train", str(recipe), "-o", str(output), "--set", "epochs=2", "--set", "batch_size=4"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    # A session of its own, so that a hung run can be stopped with its worker processes.
+    launcher = subprocess.Popen(command, cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    try:
+        _, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
+        pytest.fail("the 2-process run did not finish within 300 s")
+    assert launcher.returncode == 0, stderr[-3000:]
+    card = json.loads((output / "sficonv.card.json").read_text())
+    assert card["training"]["world_size"] == 2 and card["training"]["epochs"] == 2
+    history = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["train"]["faces"] for entry in history] == [8, 8]  # 2 steps x global batch 4, over both ranks
+    detector = create_detector("sficonv")
+    load_weights(detector, resolve_weights(None, output / "sficonv.safetensors"))
