@@ -98,17 +98,15 @@ def _run_scan(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deepscan.media.images import discover_media
-    from deepscan.registry import UnknownDetectorError, create_detector, get_config
+    from deepscan.registry import UnknownDetectorError
     from deepscan.report.json_report import build_report, utc_now, write_report
     from deepscan.scan import ScanInterrupted, Scanner
-    from deepscan.weights import WeightsError, load_weights, resolve_weights
+    from deepscan.weights import WeightsError, build_detector
 
     started_at = utc_now()
     try:
-        config = get_config(options.method)
-        resolved = resolve_weights(config.weights, options.weights)
-        detector = create_detector(options.method)
-        load_weights(detector, resolved)
+        detector, resolved = build_detector(options.method, options.weights)
+        config = detector.config
     except (UnknownDetectorError, WeightsError) as error:
         fail(str(error))
     files = discover_media(inputs)
@@ -364,15 +362,13 @@ def _require_video(path: Path) -> None:
 def _load_detector_for(method: str, weights: str | None, device: str):
     import torch
 
-    from deepscan.registry import UnknownDetectorError, create_detector, get_config
+    from deepscan.registry import UnknownDetectorError
     from deepscan.scan import select_device
-    from deepscan.weights import WeightsError, load_weights, resolve_weights
+    from deepscan.weights import WeightsError, build_detector
 
     try:
-        config = get_config(method)
-        resolved = resolve_weights(config.weights, weights)
-        detector = create_detector(method)
-        load_weights(detector, resolved)
+        detector, resolved = build_detector(method, weights)
+        config = detector.config
         target = torch.device(select_device(device))
     except (UnknownDetectorError, WeightsError, ValueError) as error:
         fail(str(error))

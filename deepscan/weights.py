@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deepscan.detectors.base import Detector
@@ -119,6 +120,43 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
             f"{len(unexpected)} unexpected, {len(misshapen)} misshapen tensors, e.g. {example})"
         )
     detector.load_state_dict(state, strict=False)
+
+
+def weights_metadata(weights: ResolvedWeights) -> dict[str, str]:
+    """The safetensors header's metadata: which detector, built with which kwargs, at which input size."""
+    if weights.path is None:
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights.path), "pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"{weights.path.name}: not a readable safetensors file ({error})") from None
+
+
+def build_detector(
+    method: str, spec: str | Path | None = None, *, resolved: ResolvedWeights | None = None
+) -> tuple[Detector, ResolvedWeights]:
+    """The detector ``method`` as its weights were trained: architecture kwargs and input size come from the
+    weights' metadata (written by ``deepscan train``), so a recipe's backbone or input size needs no flag."""
+    from deepscan.registry import create_detector, get_config
+
+    if resolved is None:
+        resolved = resolve_weights(get_config(method).weights, spec)
+    metadata = weights_metadata(resolved)
+    trained_for = metadata.get("detector")
+    if trained_for and trained_for != method:
+        raise WeightsError(f"{resolved.path.name}: weights of detector {trained_for!r}, not {method!r} (use --method {trained_for})")
+    try:
+        kwargs = json.loads(metadata.get("detector_kwargs", "{}"))
+        detector = create_detector(method, **kwargs)
+    except (ValueError, TypeError) as error:
+        raise WeightsError(f"{resolved.path.name}: its detector settings do not build {method!r} ({error})") from None
+    if "input_size" in metadata:
+        detector.config = replace(detector.config, input_size=int(metadata["input_size"]))
+    load_weights(detector, resolved)
+    return detector, resolved
 
 
 def save_weights(

@@ -101,3 +101,17 @@ def test_training_only_modules_stay_out_of_shipped_weights_and_the_count(tmp_pat
     fresh.config = detector.config
     load_weights(fresh, resolve_weights(None, path))  # the critic may be missing: inference never uses it
     assert torch.equal(fresh.body.weight, detector.body.weight)
+
+
+def test_build_detector_follows_the_architecture_recorded_in_the_weights(tmp_path, detector):
+    import json
+
+    from deepscan.weights import build_detector
+
+    path = tmp_path / "w.safetensors"
+    save_weights(detector, path, {"detector_kwargs": json.dumps({"use_local": False}), "input_size": "128"})
+    built, resolved = build_detector("faclue", path)
+    assert built.fae.out_channels == 3 and built.config.input_size == 128 and resolved.source == "file"
+    assert torch.equal(built.head.weight, detector.head.weight)
+    with pytest.raises(WeightsError, match="weights of detector 'faclue', not 'pel'"):
+        build_detector("pel", path)

@@ -130,12 +130,10 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
     runs = []
     try:
         for method, config, resolved in detectors:
-            from deepscan.registry import create_detector
-            from deepscan.weights import WeightsError, load_weights
+            from deepscan.weights import WeightsError, build_detector
 
-            detector = create_detector(method)
             try:
-                load_weights(detector, resolved)
+                detector, resolved = build_detector(method, resolved=resolved)
             except WeightsError as error:
                 raise EvaluationError(str(error)) from None
             if not resolved.trained:
