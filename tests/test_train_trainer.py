@@ -24,10 +24,12 @@ from deepscan.media.synthetic import portrait, second_portrait
 from deepscan.registry import create_detector, list_detectors
 from deepscan.train.recipe import load_recipe
 from deepscan.train.trainer import TrainingInterrupted, TrainOptions, train
-from deepscan.weights import load_weights, resolve_weights
+from deepscan.weights import build_detector, load_weights, resolve_weights
 
-# Detectors whose tensors are sized by the face size, built for 32 px faces (the defaults are 256 px).
+# Detectors whose tensors are sized by the face size, built for 32 px faces (the defaults are 256 px); PEL on
+# B0 trunks (same 7-stage layout as its B4) to keep the suite quick.
 SMALL_KWARGS = {
+    "pel": {"backbone": "efficientnet_b0"},
     "mclcr": {"image_size": 32},
     "ralf": {"image_size": 32, "width": 8, "blocks_per_scale": 1, "discriminator_width": 8},
 }
@@ -106,13 +108,12 @@ def test_every_detector_trains_two_steps_and_its_weights_load_for_scanning(works
     with safe_open(str(weights), "pt") as handle:
         metadata = handle.metadata()
     assert metadata["detector"] == name and json.loads(metadata["detector_kwargs"]) == card["detector"]["architecture_kwargs"]
-    # The weights rebuild the detector they came from (the kwargs the card records) and score a face.
-    detector = create_detector(name, **card["detector"]["architecture_kwargs"])
-    load_weights(detector, resolve_weights(None, weights))
+    # The weights rebuild the detector they came from (kwargs from their metadata, as scan does) and score a face.
+    detector, _ = build_detector(name, weights)
     with torch.no_grad():
         assert torch.isfinite(detector.eval()(torch.rand(1, 3, 32, 32))).all()
     if name == "faclue":
-        # `deepscan scan --weights` loads exactly as above (resolve, create, load); run it once end to end.
+        # `deepscan scan --weights` loads exactly as above (build_detector); run it once end to end.
         report = workspace / f"{name}-scan.json"
         scanned = run_cli("scan", portrait_png, "--method", name, "--weights", weights, "--json", report)
         assert scanned.exit_code == 0, scanned.output
