@@ -28,6 +28,8 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
+from deepscan.weights import sha256_file
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
@@ -74,14 +76,6 @@ class ExtractionStats:
     faces: int = 0
 
 
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_json_atomically(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
@@ -107,7 +101,7 @@ class FaceCache:
                 return known["sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        digest = file_sha256(media)
+        digest = sha256_file(media)
         _write_json_atomically(note, {"path": str(media), "size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": digest})
         return digest
 
