@@ -45,13 +45,7 @@ PAPER_METHODS = {"faclue", "pel", "sficonv", "mclcr", "ralf"}
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    # Small tensors through deep nets on a shared 2-core machine: one thread is faster than two fighting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ SIZE = 64
 TINY = dict(image_size=SIZE, width=8, blocks_per_scale=1, discriminator_width=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_intra_op_thread():
-    # Tiny tensors through Xception's ~80 small convs: on a shared 2-core machine, two intra-op threads spend
-    # more time synchronising than computing (measured 5-10x slower than one thread under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(autouse=True)
