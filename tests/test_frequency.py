@@ -63,3 +63,19 @@ def test_transforms_are_differentiable(image):
     x = image.clone().requires_grad_(True)
     frequency.sliding_dct2(frequency.block_dct2(frequency.dct2(x), 8)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+
+@pytest.mark.parametrize("name", ["dct2", "idct2", "sliding_dct2"])  # block_dct2 is dct2 on patches
+def test_transforms_run_in_float32_under_bfloat16_autocast(name):
+    transform = getattr(frequency, name)
+    args = {"sliding_dct2": (8, 2)}.get(name, ())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        guarded = transform(x.bfloat16(), *args)
+        unguarded = transform.__wrapped__(x.bfloat16(), *args)
+    assert guarded.dtype == torch.float32
+    # Guarded, only the input's rounding to bfloat16 remains; the transform adds no error of its own.
+    torch.testing.assert_close(guarded, transform(x.bfloat16().float(), *args), atol=1e-5, rtol=1e-5)
+    exact = transform(x, *args)
+    assert (unguarded.float() - exact).abs().max() > 2 * (guarded - exact).abs().max()
