@@ -115,6 +115,49 @@ def test_video_csv_reads_labels_splits_and_groups(tmp_path):
         list_media(source({"kind": "video_csv", "csv": "labels.csv"}, tmp_path))
 
 
+def test_labels_csv_with_other_column_names_and_precropped_images(tmp_path):
+    """The shared data's labels.csv: ``file`` instead of ``path``, the group in ``video``; images already crops."""
+    for name in ("real/v1/f0.jpg", "fake/v1/f0.jpg", "real/v2/f0.jpg"):
+        touch(tmp_path / name)
+    (tmp_path / "labels.csv").write_text(
+        "file,label,video\nreal/v1/f0.jpg,real,v1\nfake/v1/f0.jpg,fake,v1\nreal/v2/f0.jpg,real,\n"
+    )
+    spec = {"kind": "video_csv", "csv": "labels.csv", "path_column": "file", "group_column": "video", "crop_faces": False}
+    items = list_media(source(spec, tmp_path))
+    assert [(item.label, item.group, item.crop_faces) for item in items] == [
+        (0, "csv:v1", False), (1, "csv:v1", False), (0, "csv:real/v2/f0.jpg", False)
+    ]
+    with pytest.raises(DataError, match="needs 'path' and 'label' columns"):
+        list_media(source({"kind": "video_csv", "csv": "labels.csv"}, tmp_path))
+
+
+def test_protocol_splits_whole_groups_stably_and_in_the_stated_shares(tmp_path):
+    from deepscan.train.protocol import SourceRole, write_splits
+
+    role = SourceRole(train=0.75, val=0.10, test=0.15)
+    splits = [role.split_of("dfdc_faces", f"group{index}") for index in range(4000)]
+    assert splits == [role.split_of("dfdc_faces", f"group{index}") for index in range(4000)]
+    shares = {part: splits.count(part) / len(splits) for part in ("train", "val", "test")}
+    assert shares == pytest.approx({"train": 0.75, "val": 0.10, "test": 0.15}, abs=0.03)
+    # A real video and its fakes share a group, so they always land on the same side.
+    source = tmp_path / "shared" / "dfdc_faces"
+    rows = ["file,label,group"]
+    for index in range(60):
+        for label in ("real", "fake"):
+            touch(source / label / f"{index}.jpg")
+            rows.append(f"{label}/{index}.jpg,{label},g{index}")
+    (source / "labels.csv").write_text("\n".join(rows) + "\n")
+    counts = write_splits(tmp_path / "shared", tmp_path / "splits")
+    written = (tmp_path / "splits" / "dfdc_faces.csv").read_text().splitlines()[1:]
+    by_group: dict[str, set[str]] = {}
+    for line in written:
+        path, label, group, split = line.split(",")
+        assert Path(path).is_absolute() and Path(path).is_file()
+        by_group.setdefault(group, set()).add(split)
+    assert all(len(parts) == 1 for parts in by_group.values()) and len(by_group) == 60
+    assert sum(counts["dfdc_faces"].values()) == 120
+
+
 def test_folder_labels_come_from_the_nearest_real_or_fake_folder(tmp_path):
     for name in ("set1/real/0001.png", "set1/fake/0001.png", "set1/fake/deep/er/x/0002.jpg", "set2/REAL/v/clip.mp4",
                  "set2/real/notes.txt", "unlabelled/0003.png"):

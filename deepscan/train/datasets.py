@@ -232,6 +232,7 @@ _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 
 def list_csv(source: VideoCSVSource) -> list[MediaItem]:
     root = source.root or source.csv.parent
+    path_column, group_column = source.path_column, source.group_column
     try:
         with open(source.csv, newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -240,8 +241,8 @@ def list_csv(source: VideoCSVSource) -> list[MediaItem]:
         raise DataError(f"{source.csv}: labels CSV not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{source.csv}: cannot read the CSV ({error})") from None
-    if not {"path", "label"} <= columns:
-        raise DataError(f"{source.csv}: needs 'path' and 'label' columns, has {sorted(columns) or 'none'}")
+    if not {path_column, "label"} <= columns:
+        raise DataError(f"{source.csv}: needs {path_column!r} and 'label' columns, has {sorted(columns) or 'none'}")
     items = []
     for number, row in enumerate(rows, start=2):
         if source.split is not None and (row.get("split") or "").strip() != source.split:
@@ -249,14 +250,15 @@ def list_csv(source: VideoCSVSource) -> list[MediaItem]:
         label = _LABELS.get((row["label"] or "").strip().lower())
         if label is None:
             raise DataError(f"{source.csv}:{number}: label must be 0, 1, real or fake, not {row['label']!r}")
-        path = root / row["path"].strip()
+        relative = (row[path_column] or "").strip()
+        path = root / relative
         kind = _media_kind(path)
         if kind is None:
-            raise DataError(f"{source.csv}:{number}: {row['path']!r} is not a video or image file name")
+            raise DataError(f"{source.csv}:{number}: {relative!r} is not a video or image file name")
         if not path.is_file():
             raise DataError(f"{source.csv}:{number}: {path} not found")
-        group = (row.get("group") or "").strip() or row["path"].strip()
-        items.append(MediaItem(path, label, kind, f"csv:{group}"))
+        group = (row.get(group_column) or "").strip() or relative
+        items.append(MediaItem(path, label, kind, f"csv:{group}", crop_faces=source.crop_faces or kind == "video"))
     if not items:
         raise DataError(f"{source.csv}: no rows" + (f" with split {source.split!r}" if source.split else ""))
     return items

@@ -149,6 +149,11 @@ class VideoCSVSource(SourceBase):
     csv: RecipePath
     root: RecipePath | None = None  # default: the CSV's folder
     split: str | None = None  # keep only rows whose split column equals this
+    # Column names, for label files that call them otherwise (``file`` in the shared data's labels.csv).
+    path_column: str = "path"
+    group_column: str = "group"
+    # True: find the face in each image and crop it; False: the images already are face crops.
+    crop_faces: bool = True
 
 
 Source = Annotated[
