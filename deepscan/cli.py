@@ -38,7 +38,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "no face": "yellow", "untrained": "magenta"}
+VERDICT_STYLE = {
+    "fake": "bold red",
+    "real": "bold green",
+    "inconclusive": "bold dark_orange",
+    "no face": "yellow",
+    "untrained": "magenta",
+}
 
 
 @app.command(
@@ -47,20 +53,28 @@ VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "no face": "yellow", 
         "  deepscan scan suspect.mp4\n\n"
         "  deepscan scan case-42/ --json case-42.json --fps 4\n\n"
         "  deepscan scan clip.mp4 --method faclue --weights my-detector.safetensors --every-frame\n\n"
+        "  deepscan scan suspect.mp4 --method ensemble\n\n"
         "  deepscan scan suspect.mp4 --report case-42-report/ --pdf"
     )
 )
 def scan(
     inputs: List[Path] = typer.Argument(..., help="Videos, images or folders (searched recursively)."),
-    method: str = typer.Option("faclue", "--method", "-m", help="Detector to use (see `deepscan models`)."),
+    method: str = typer.Option(
+        "faclue", "--method", "-m",
+        help="Detector to use (see `deepscan models`), or 'ensemble': every detector with trained weights.",
+    ),
     weights: Optional[str] = typer.Option(
-        None, help="Weights: a .safetensors path or hf://OWNER/REPO/FILE. Default: the detector's shipped weights."
+        None, help="Weights: a .safetensors path or hf://OWNER/REPO/FILE (a sibling <name>.card.json calibrates "
+        "them). Default: the detector's own (bundled, Hugging Face cache, or fetched from the hub)."
     ),
     fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from videos."),
     every_frame: bool = typer.Option(False, "--every-frame", help="Scan every frame instead of sampling."),
     batch_size: int = typer.Option(16, min=1, help="Faces per inference batch."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="P(fake) at or above which a track is fake."),
+    threshold: Optional[float] = typer.Option(
+        None, min=0.0, max=1.0, help="Calibrated P(fake) at or above which a track is fake. Default: the threshold "
+        "in the weights' model card, else 0.5."
+    ),
     min_face_score: float = typer.Option(0.5, min=0.0, max=1.0, help="Face detector confidence to keep a face."),
     tile: bool = typer.Option(True, "--tile/--no-tile", help="Also look for small faces on overlapping tiles."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full JSON report here."),
@@ -77,6 +91,8 @@ def scan(
 
     if pdf and report_dir is None:
         fail("--pdf needs --report DIR (the PDF is written beside the HTML report)")
+    if method == "ensemble" and weights is not None:
+        fail("--weights picks one detector's weights; the ensemble uses each member's own (see `deepscan models`)")
 
     options = ScanOptions(
         method=method,
@@ -98,28 +114,22 @@ def _run_scan(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deepscan.media.images import discover_media
-    from deepscan.registry import UnknownDetectorError
     from deepscan.report.json_report import build_report, utc_now, write_report
     from deepscan.scan import ScanInterrupted, Scanner
-    from deepscan.weights import WeightsError, build_detector
 
     started_at = utc_now()
-    try:
-        detector, resolved = build_detector(options.method, options.weights)
-        config = detector.config
-    except (UnknownDetectorError, WeightsError) as error:
-        fail(str(error))
+    judge, config, resolved = _judge_for(options)
     files = discover_media(inputs)
     if not files:
         fail("no image or video found in the given folders")
-    if not resolved.trained:
+    if not judge.trained:
         err.print(
             f"[bold magenta]warning:[/] detector [bold]{config.name}[/] has no trained weights: "
             "its scores are random and mean nothing. Pass --weights, or train one with `deepscan train`."
         )
     results, interrupted = [], False
     try:
-        scanner = Scanner(detector, options, trained=resolved.trained)
+        scanner = Scanner(None, options, judge=judge)
     except ValueError as error:
         fail(str(error))
     with scanner, Progress(
@@ -145,7 +155,7 @@ def _run_scan(
         except KeyboardInterrupt:
             interrupted = True
             err.print("[yellow]interrupted: keeping the results so far[/]")
-    _print_summary(results, resolved.trained)
+    _print_summary(results, judge.trained, ensemble=judge.ensemble)
     if json_out is not None or report_dir is not None:
         report = build_report(
             results,
@@ -155,15 +165,48 @@ def _run_scan(
             started_at=started_at,
             finished_at=utc_now(),
             interrupted=interrupted,
+            decision=judge.custody(),
         )
     if json_out is not None:
         write_report(report, json_out)
         err.print(f"report written to {json_out}")
     if report_dir is not None:
-        _write_scan_report(report, report_dir, detector, config, pdf=pdf, explain_faces=not interrupted)
+        if judge.ensemble:
+            err.print("[yellow]note:[/] heat maps are drawn per detector: the report has none for the ensemble "
+                      "(run `deepscan explain --method NAME --from REPORT` with a member)")
+        detector = judge.members[0].detector
+        _write_scan_report(report, report_dir, detector, config, pdf=pdf,
+                           explain_faces=not interrupted and not judge.ensemble)
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if all(result.status == "complete" for result in results) and len(results) == len(files) else EXIT_INCOMPLETE
+
+
+def _judge_for(options):
+    """The scan's judge (one calibrated detector, or the ensemble), its config and weights for the report."""
+    from deepscan.calibration import CalibrationError
+    from deepscan.ensemble import ENSEMBLE, EnsembleConfig, EnsembleError, EnsembleWeights, plan_ensemble
+    from deepscan.registry import UnknownDetectorError
+    from deepscan.scan import Judge, Member
+    from deepscan.weights import WeightsError, build_detector
+
+    try:
+        if options.method != ENSEMBLE:
+            detector, resolved = build_detector(options.method, options.weights)
+            return Judge.single(detector, resolved, options.threshold), detector.config, resolved
+        plan = plan_ensemble()
+        for line in plan.skipped:
+            err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
+        members = [Member(*build_detector(name, resolved=resolved)) for name, resolved in plan.members]
+    except (UnknownDetectorError, WeightsError, EnsembleError, CalibrationError) as error:
+        fail(str(error))
+    threshold, source = plan.threshold, plan.threshold_source
+    if options.threshold is not None:
+        threshold, source = options.threshold, "--threshold"
+    judge = Judge(members, threshold, source, ensemble=True)
+    err.print(f"ensemble of {', '.join(m.name for m in members)}: mean calibrated P(fake), threshold "
+              f"{threshold:g} ({source})", highlight=False)
+    return judge, EnsembleConfig(), EnsembleWeights(len(members))
 
 
 def _expected_frames(path: Path, options) -> int | None:
@@ -204,10 +247,15 @@ def _print_file_line(result) -> None:
         err.print(f"[yellow]partial:[/] {escape(result.message)} (results so far are kept)", highlight=False)
 
 
-def _print_summary(results, trained: bool) -> None:
+def _print_summary(results, trained: bool, *, ensemble: bool = False) -> None:
     table = Table(title="deepscan verdicts", title_justify="left")
     for column in ("file", "verdict", "score", "faces", "tracks", "status"):
-        table.add_column(column, justify="right" if column in {"score", "faces", "tracks"} else "left")
+        # The verdict is never cut short ("inconclusive" is the longest); file names give way first.
+        table.add_column(column, justify="right" if column in {"score", "faces", "tracks"} else "left",
+                         no_wrap=column == "verdict", min_width=12 if column == "verdict" else None)
+    if ensemble:
+        table.add_column("agree", justify="right")  # share of members whose own verdict is the ensemble's
+    notes = []
     for result in results:
         verdict = result.verdict
         label = verdict.label if verdict else "-"
@@ -219,18 +267,34 @@ def _print_summary(results, trained: bool) -> None:
             str(len(result.faces)),
             str(len(result.tracks)),
             result.status,
+            *([""] if ensemble else []),
         )
         for track in result.tracks:
             table.add_row(
                 f"  track {track.track_id}",
-                track.label if trained else "-",
+                Text(track.label, style=VERDICT_STYLE.get(track.label, "")) if trained else "-",
                 f"{track.score:.3f}",
                 str(track.faces),
                 f"{track.start_s:.1f}-{track.end_s:.1f} s",
                 "",
+                *([f"{track.agreement:.0%}" if track.agreement is not None else "-"] if ensemble else []),
                 style="dim",
             )
+            where = f"{Path(result.path).name}, track {track.track_id}"
+            if track.members:
+                notes.append(f"[bold]members[/] {escape(where)}: {escape(_members_detail(track))}")
+            if track.reason and trained:
+                style = VERDICT_STYLE["inconclusive"]
+                notes.append(f"[{style}]inconclusive[/] {escape(where)}: {escape(track.reason)}")
     out.print(table)
+    for note in notes:  # below the table, at the full width of the terminal: a narrow column would shred them
+        out.print(note, highlight=False)
+
+
+def _members_detail(track) -> str:
+    """Each ensemble member's track score and own label, and the share of members that agree with the ensemble."""
+    scores = ", ".join(f"{name} {member['score']:.3f} ({member['label']})" for name, member in track.members.items())
+    return f"{scores}; agreement {track.agreement:.0%}"
 
 
 # --- explain and the HTML report -----------------------------------------------------------------------------
@@ -338,6 +402,8 @@ def explain(
         if weights is None and method == report["custody"]["detector"]["name"]:
             weights = report["custody"]["parameters"].get("weights")
     method = method or "faclue"
+    if method == "ensemble":
+        fail("explain works on one detector: pass --method NAME (`deepscan models` lists the ensemble's members)")
     try:
         code = _run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path, reference or [],
                             per_track, fps, device)
@@ -401,7 +467,7 @@ def _run_explain(input_path, method, weights, out_dir, cam, seconds, report, rep
         explained = _explain_frame_at(detector, input_path, seconds, cam, reference, resolved.trained, out_dir)
     else:
         explained = _explain_input(detector, input_path, method, weights, fps, device, cam, per_track, reference,
-                                   resolved.trained, out_dir)
+                                   resolved, out_dir)
     if explained:
         _print_explained(explained)
     elif input_path is not None:
@@ -442,7 +508,7 @@ def _explain_report(detector, report, report_path, cam, per_track, reference, tr
     return explained, skipped
 
 
-def _explain_input(detector, path, method, weights, fps, device, cam, per_track, reference, trained, out_dir):
+def _explain_input(detector, path, method, weights, fps, device, cam, per_track, reference, resolved, out_dir):
     from dataclasses import asdict
 
     from deepscan.explain import explain_recorded_faces
@@ -450,7 +516,7 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
 
     options = ScanOptions(method=method, weights=weights, fps=fps, device=device)
     with err.status(f"finding the faces in {escape(str(path))}..."):
-        with Scanner(detector, options, trained=trained) as scanner:
+        with Scanner(detector, options, weights=resolved) as scanner:  # calibrated, as a scan records it
             result = scanner.scan_file(path)
     if result.status == "error":
         fail(result.message or f"{path}: cannot be read")
@@ -460,7 +526,8 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     entry = result.to_dict()
     explained = []
     for face, explanation in explain_recorded_faces(
-        detector, entry, asdict(options), per_track=per_track, cam_method=cam, trained=trained, reference=reference
+        detector, entry, asdict(options), per_track=per_track, cam_method=cam, trained=resolved.trained,
+        reference=reference,
     ):
         explained.append((explanation, _save(explanation, out_dir, _face_stem(path, entry["kind"], face))))
     return explained
@@ -580,7 +647,8 @@ def train(
 def evaluate(
     data: List[Path] = typer.Argument(
         ..., help="Test data: folders with real/ and fake/ sub-folders, an FF++ root (its test split), a Celeb-DF "
-        "root (its test list), or a labels CSV (path,label[,split,group])."
+        "root (its test list), or a labels CSV (path,label[,split,group]). Real faces only (a real/ folder, or a CSV "
+        "of label 0) measure false alarms."
     ),
     methods: List[str] = typer.Option(..., "--method", "-m", help="Detector (repeat for a side-by-side table)."),
     weights: Optional[List[str]] = typer.Option(
@@ -609,7 +677,8 @@ def evaluate(
     score_cache: bool = typer.Option(True, "--score-cache/--no-score-cache", help="Reuse and keep scores."),
     compression: str = typer.Option("c23", help="FF++ compression folder: raw, c23 or c40."),
 ) -> None:
-    """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, per frame and per video."""
+    """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, and false alarms and fakes
+    caught at the model card's threshold, per frame and per video, on calibrated P(fake)."""
     from deepscan.evaluate.command import EvaluateOptions, run_evaluate
     from deepscan.evaluate.runner import EvaluationError
 
@@ -629,19 +698,17 @@ def evaluate(
 
 @app.command(epilog="Examples:\n\n  deepscan models\n\n  deepscan models --json")
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List the registered detectors: paper, input size, parameters, whether trained weights are available."""
+    """List the registered detectors (and the ensemble): paper, input size, parameters, where trained weights are."""
     import torch
 
+    from deepscan.ensemble import ENSEMBLE, ENSEMBLE_PAPER, likely_members
     from deepscan.registry import create_detector, get_config, list_detectors
-    from deepscan.weights import WeightsError, resolve_weights
+    from deepscan.weights import weights_status
 
     rows = []
     for name in list_detectors():
         config = get_config(name)
-        try:
-            available = resolve_weights(config.weights).trained
-        except WeightsError:
-            available = False
+        status = weights_status(config)  # never downloads: listing must stay quick and offline
         with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
             parameters = create_detector(name).count_parameters()
         rows.append(
@@ -650,9 +717,22 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
                 "paper": config.paper,
                 "input_size": config.input_size,
                 "parameters": parameters,
-                "weights_available": available,
+                "weights_available": status in ("shipped", "cached"),
+                "weights": status,
             }
         )
+    members = likely_members({row["name"]: row["weights"] for row in rows})
+    rows.append(
+        {
+            "name": ENSEMBLE,
+            "paper": ENSEMBLE_PAPER,
+            "input_size": None,  # each member at its own
+            "parameters": sum(row["parameters"] for row in rows if row["name"] in members),
+            "weights_available": bool(members),
+            "weights": f"members: {', '.join(members)}" if members else "no member: no detector has trained weights",
+            "members": members,
+        }
+    )
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -662,14 +742,16 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     table.add_column("paper", overflow="ellipsis", ratio=1)
     table.add_column("input", justify="right", no_wrap=True, min_width=7)
     table.add_column("parameters", justify="right", no_wrap=True, min_width=10)
-    table.add_column("weights", no_wrap=True, min_width=9)
+    table.add_column("weights", overflow="fold", min_width=9)
     for row in rows:
+        status = row["weights"]
+        colour = "green" if row["weights_available"] else "yellow" if status == "on the hub" else "magenta"
         table.add_row(
             row["name"],
             Text(row["paper"], no_wrap=True, overflow="ellipsis"),
-            f"{row['input_size']}x{row['input_size']}",
+            f"{row['input_size']}x{row['input_size']}" if row["input_size"] else "per member",
             f"{row['parameters'] / 1e6:.2f} M",
-            "[green]yes[/]" if row["weights_available"] else "[magenta]untrained[/]",
+            Text(status, style=colour),
         )
     out.print(table)
 

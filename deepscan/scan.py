@@ -3,6 +3,11 @@
 Frames stream one at a time from the decoder; faces are cropped and queued, and the queue is scored in
 batches, so memory stays flat whatever the video's length. Everything a report needs comes back as plain
 dataclasses (``FileResult``); rendering is the caller's job.
+
+Scores are calibrated P(fake): each detector's logit goes through its model card's calibration (the identity
+without one), and the track threshold is the card's unless the user gives one. A :class:`Judge` holds what
+decides: one detector, or the ensemble's members, each scored on its own crop of the same face square at its
+own input size.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -19,8 +24,15 @@ from deepscan.media.faces import Face, FaceDetector, crop_face
 from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import iter_frames, probe_video
-from deepscan.verdicts import FileVerdict, TrackVerdict, file_verdict, track_verdict
-from deepscan.weights import sha256_file
+from deepscan.reliability import ReliableRange, bits_per_pixel, face_sharpness, strictest
+from deepscan.verdicts import FileVerdict, TrackVerdict, decide, file_verdict, member_agreement, track_verdict
+from deepscan.weights import ResolvedWeights, sha256_file
+
+if TYPE_CHECKING:
+    from deepscan.calibration import Calibration
+    from deepscan.detectors.base import Detector
+
+NO_WEIGHTS = ResolvedWeights(None, "none", None)
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,7 @@ class ScanOptions:
     min_face_score: float = 0.5
     tile: bool = True
     margin: float = 1.3
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the weights' calibrated threshold (model card), else 0.5
 
 
 @dataclass
@@ -44,7 +56,11 @@ class FaceResult:
     track_id: int
     box: tuple[float, float, float, float]
     detection_score: float
-    fake_probability: float = float("nan")
+    fake_probability: float = float("nan")  # calibrated; for the ensemble, the mean of its members'
+    face_px: float | None = None  # the face box's longer side, in frame pixels
+    sharpness: float | None = None  # variance of the Laplacian of the grey crop (deepscan.reliability)
+    outside_range: list[str] = field(default_factory=list)  # "too small", "too blurred": outside the reliable range
+    member_probabilities: dict[str, float] | None = None  # ensemble only: each member's calibrated P(fake)
 
 
 @dataclass
@@ -77,7 +93,107 @@ class ScanInterrupted(Exception):
 @dataclass
 class _Pending:
     face: FaceResult
-    crop: np.ndarray
+    crops: dict[int, np.ndarray]  # input size -> the face's crop at that size
+
+
+def face_logits(detector: "Detector", crops: np.ndarray) -> np.ndarray:
+    """Face crops ``(N, S, S, 3)`` uint8 RGB -> the detector's fake-logit per crop, in one batch on its device."""
+    import torch
+
+    device = next(iter(detector.state_dict().values()), torch.empty(0)).device
+    batch = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    with torch.inference_mode():
+        logits = detector(batch)
+    return logits.float().cpu().numpy().astype(np.float64)
+
+
+@dataclass
+class Member:
+    """One detector as the scan uses it: its weights' model card gives its calibration and reliable range."""
+
+    detector: "Detector"
+    weights: ResolvedWeights = NO_WEIGHTS
+    calibration: "Calibration" = field(init=False)
+    reliable_range: ReliableRange = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.calibration = self.weights.calibration
+        self.reliable_range = self.weights.reliable_range
+
+    @property
+    def name(self) -> str:
+        return self.detector.config.name
+
+    @property
+    def input_size(self) -> int:
+        return self.detector.config.input_size
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Calibrated P(fake) per crop."""
+        return self.calibration.probability(face_logits(self.detector, crops))
+
+    def custody(self) -> dict:
+        reliability = self.weights.card.reliability if self.weights.card else None
+        return {
+            "name": self.name,
+            "paper": self.detector.config.paper,
+            "input_size": self.input_size,
+            "weights": self.weights.custody(),
+            "model_card": self.weights.card_custody(),
+            "calibration": self.calibration.as_dict(),
+            "reliable_range": self.reliable_range.as_dict(),
+            "reliability_note": reliability.text if reliability else None,  # the card's words on where it fails
+        }
+
+
+@dataclass
+class Judge:
+    """What turns faces into verdicts: the members (one detector, or the ensemble's) and the threshold.
+
+    The ensemble's P(fake) is the mean of its members' calibrated P(fake); its reliable range is the strictest
+    of theirs (the mean includes every member), and sharpness is measured on the crop at the largest member
+    input size, the blurriest of the members' crops, so that no member's range is overstated.
+    """
+
+    members: list[Member]
+    threshold: float
+    threshold_source: str  # "--threshold", "model card", "ensemble card" or "default"
+    ensemble: bool = False
+    trained: bool = True
+
+    @classmethod
+    def single(cls, detector: "Detector", weights: ResolvedWeights | None = None, threshold: float | None = None,
+               *, trained: bool | None = None) -> "Judge":
+        member = Member(detector, weights or NO_WEIGHTS)
+        if threshold is not None:
+            source = "--threshold"
+        else:
+            threshold = member.calibration.threshold
+            source = "model card" if member.calibration.calibrated else "default"
+        return cls([member], threshold, source, trained=member.weights.trained if trained is None else trained)
+
+    @property
+    def name(self) -> str:
+        return "ensemble" if self.ensemble else self.members[0].name
+
+    @property
+    def crop_sizes(self) -> list[int]:
+        return sorted({member.input_size for member in self.members})
+
+    @property
+    def reliable_range(self) -> ReliableRange:
+        return strictest([member.reliable_range for member in self.members])
+
+    def custody(self) -> dict:
+        """What a report records of how verdicts were reached."""
+        return {
+            "method": self.name,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "reliable_range": self.reliable_range.as_dict(),
+            "sharpness_input_size": max(self.crop_sizes),
+            "members": [member.custody() for member in self.members],
+        }
 
 
 def select_device(requested: str) -> str:
@@ -93,18 +209,27 @@ def select_device(requested: str) -> str:
 
 
 class Scanner:
-    """Holds the detector and the face detector for a run over many files."""
+    """Holds the detector(s) and the face detector for a run over many files.
 
-    def __init__(self, detector, options: ScanOptions, *, trained: bool):
+    ``Scanner(detector, options, trained=..., weights=...)`` scans with one detector, calibrated by its
+    weights' card; ``Scanner(None, options, judge=judge)`` with a prepared :class:`Judge` (the ensemble).
+    """
+
+    def __init__(self, detector: "Detector | None", options: ScanOptions, *, trained: bool | None = None,
+                 weights: ResolvedWeights | None = None, judge: Judge | None = None):
         import torch
 
         self.options = options
-        self.trained = trained
+        self.judge = judge or Judge.single(detector, weights, options.threshold, trained=trained)
+        self.trained = self.judge.trained
         self.device = torch.device(select_device(options.device))
-        # Channels-last suits the convolution kernels (measured 1.3-1.9x on FAClue on the CPU); the crops
-        # arrive channels-last already, being a permuted (N, H, W, 3) array.
-        self.detector = detector.to(self.device, memory_format=torch.channels_last).eval()
-        self.input_size = detector.config.input_size
+        for member in self.judge.members:
+            # Channels-last suits the convolution kernels (measured 1.3-1.9x on FAClue on the CPU); the crops
+            # arrive channels-last already, being a permuted (N, H, W, 3) array.
+            member.detector = member.detector.to(self.device, memory_format=torch.channels_last).eval()
+        self.reliable_range = self.judge.reliable_range
+        self.crop_sizes = self.judge.crop_sizes
+        self.sharpness_size = max(self.crop_sizes)
         self.faces = FaceDetector(min_score=options.min_face_score, tile=options.tile)
 
     def close(self) -> None:
@@ -118,11 +243,23 @@ class Scanner:
 
     # --- scoring -------------------------------------------------------------------------------
     def _flush(self, pending: list[_Pending]) -> None:
-        if pending:
-            probabilities = self.detector.fake_probability(np.stack([p.crop for p in pending]))
-            for item, probability in zip(pending, probabilities):
-                item.face.fake_probability = float(probability)
-            pending.clear()
+        if not pending:
+            return
+        scores = {
+            member.name: member.probabilities(np.stack([p.crops[member.input_size] for p in pending]))
+            for member in self.judge.members
+        }
+        for index, item in enumerate(pending):
+            by_member = {name: float(probabilities[index]) for name, probabilities in scores.items()}
+            item.face.fake_probability = float(np.mean(list(by_member.values())))
+            if self.judge.ensemble:
+                item.face.member_probabilities = by_member
+        pending.clear()
+
+    def _measure(self, record: FaceResult, face: Face, crops: dict[int, np.ndarray]) -> None:
+        record.face_px = float(face.size)
+        record.sharpness = face_sharpness(crops[self.sharpness_size])
+        record.outside_range = self.reliable_range.shortfalls(record.face_px, record.sharpness)
 
     # --- files ---------------------------------------------------------------------------------
     def _frames(self, path: Path, result: FileResult) -> Iterator[tuple[int, float, np.ndarray]]:
@@ -139,6 +276,8 @@ class Scanner:
             "duration_s": info.duration_s,
             "frame_count": info.frame_count,
             "codec": info.codec,
+            "bit_rate": info.bit_rate,
+            "bits_per_pixel": bits_per_pixel(info.bit_rate, info.width, info.height, info.fps),
         }
         for frame in iter_frames(path, fps=None if self.options.every_frame else self.options.fps):
             yield frame.index, frame.time_s, frame.image
@@ -172,8 +311,11 @@ class Scanner:
                 faces: list[Face] = self.faces.detect(image)
                 for face, track_id in zip(faces, tracker.update(frame_index, time_s, faces)):
                     record = FaceResult(frame_index, time_s, track_id, tuple(map(float, face.box)), float(face.score))
+                    # Every member sees the same square of the frame, cut at its own input size.
+                    crops = {size: crop_face(image, face, size, self.options.margin) for size in self.crop_sizes}
+                    self._measure(record, face, crops)
                     result.faces.append(record)
-                    pending.append(_Pending(record, crop_face(image, face, self.input_size, self.options.margin)))
+                    pending.append(_Pending(record, crops))
                 if len(pending) >= self.options.batch_size:
                     self._flush(pending)
                 result.frames_scanned += 1
@@ -189,15 +331,25 @@ class Scanner:
         by_track: dict[int, list[FaceResult]] = {}
         for face in scored:
             by_track.setdefault(face.track_id, []).append(face)
-        result.tracks = [
-            track_verdict(
-                track_id,
-                [f.fake_probability for f in faces],
-                [f.time_s for f in faces],
-                self.options.threshold,
-            )
-            for track_id, faces in sorted(by_track.items())
-        ]
+        result.tracks = [self._track(track_id, faces) for track_id, faces in sorted(by_track.items())]
         if result.status != "error" or result.tracks:
             result.verdict = file_verdict(result.tracks, trained=self.trained)
+
+    def _track(self, track_id: int, faces: list[FaceResult]) -> TrackVerdict:
+        threshold = self.judge.threshold
+        track = track_verdict(
+            track_id,
+            [f.fake_probability for f in faces],
+            [f.time_s for f in faces],
+            threshold,
+            outside_range=[f.outside_range for f in faces] if self.reliable_range.bounded else None,
+            reliable_range=self.reliable_range.describe(),
+        )
+        if self.judge.ensemble:
+            track.members, track.agreement = member_agreement(
+                {m.name: [f.member_probabilities[m.name] for f in faces] for m in self.judge.members},
+                {m.name: m.calibration.threshold for m in self.judge.members},
+                decide(track.score, threshold),
+            )
+        return track
 

@@ -1,11 +1,20 @@
-"""Find, verify and load detector weights. Safetensors only: weights come from strangers.
+"""Find, verify and load detector weights, with their model card. Safetensors only: weights come from strangers.
 
-A weights spec is one of:
-- ``None``: the detector's shipped weights (``weights/<config.weights>``, checked against ``SHA256SUMS``),
-  or no weights at all when none ship (the detector is then untrained, and the caller must say so);
-- a path to a ``.safetensors`` file;
-- ``hf://OWNER/REPO/FILE.safetensors``: fetched with huggingface-hub, which honours ``HF_HUB_OFFLINE`` and
-  its local cache.
+One function, :func:`resolve_weights`, resolves every weights spec:
+
+- ``--weights PATH``: a ``.safetensors`` file; its card is the sibling ``<stem>.card.json`` when there is one;
+- ``--weights hf://OWNER/REPO/FILE.safetensors``: fetched with huggingface-hub (its cache first; offline,
+  only the cache); its card is ``<stem>.card.json`` from the same repository when there is one;
+- no spec, the detector's own weights, in this order:
+  1. bundled in ``weights/`` (``<config.weights>``, checked against ``weights/SHA256SUMS``);
+  2. the Hugging Face cache, for the hub repository named by the bundled card's ``hub`` section or the
+     detector config's ``hub_repo``;
+  3. downloaded from that repository, unless ``HF_HUB_OFFLINE`` is set;
+  and no weights at all (the detector is untrained, which the caller must say) when nothing names any.
+
+A file whose sha256 differs from its card's ``weights.sha256`` or from its ``SHA256SUMS`` line is refused, and
+so is a bundled card that fails ``SHA256SUMS``. Tensors stored in half precision (shipped weights are fp16, to
+halve the download) are cast to the detector's own dtype on loading.
 """
 
 from __future__ import annotations
@@ -15,8 +24,19 @@ import importlib.resources
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deepscan.detectors.base import Detector
+from deepscan.calibration import Calibration, CalibrationError
+from deepscan.model_card import HubSource, ModelCard, ModelCardError, card_path_for, read_model_card
+from deepscan.reliability import ReliableRange
+
+if TYPE_CHECKING:
+    from deepscan.detectors.base import Detector, DetectorConfig
+
+def what_to_do(repo_id: str | None = None) -> str:
+    """The ways out when trained weights cannot be found, for the end of a one-line error."""
+    where = f" from {repo_id}" if repo_id else ""
+    return f"pass --weights FILE, or go online to fetch them{where}, or train your own with `deepscan train`"
 
 
 class WeightsError(Exception):
@@ -28,10 +48,36 @@ class ResolvedWeights:
     path: Path | None  # None: no weights, the detector is untrained
     source: str  # "shipped", "file", "hub" or "none"
     sha256: str | None
+    card: ModelCard | None = None  # the model card beside the weights, None when there is none
+    card_path: Path | None = None
+    card_sha256: str | None = None
 
     @property
     def trained(self) -> bool:
         return self.path is not None
+
+    @property
+    def calibration(self) -> Calibration:
+        """The card's Platt calibration, or the identity (sigmoid, threshold 0.5) without one."""
+        return Calibration.from_card(self.card.calibration if self.card else None)
+
+    @property
+    def reliable_range(self) -> ReliableRange:
+        return ReliableRange.from_card(self.card.reliability if self.card else None)
+
+    def custody(self) -> dict:
+        """What a scan report records of these weights."""
+        return {
+            "source": self.source,
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256,
+            "trained": self.trained,
+        }
+
+    def card_custody(self) -> dict | None:
+        if self.card is None:
+            return None
+        return {"path": str(self.card_path), "sha256": self.card_sha256}
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -58,48 +104,195 @@ def shipped_checksums(folder: Path | None = None) -> dict[str, str]:
     return entries
 
 
-def _from_hub(spec: str) -> Path:
+# --- model cards ---------------------------------------------------------------------------------------------
+
+
+def _read_card(path: Path) -> ModelCard:
+    try:
+        card = read_model_card(path)
+        Calibration.from_card(card.calibration)  # its check must hold before any score is reported
+    except (ModelCardError, CalibrationError) as error:
+        message = str(error)
+        raise WeightsError(message if message.startswith(path.name) else f"{path.name}: {message}") from None
+    return card
+
+
+def _check_card_fits(card: ModelCard, card_path: Path, weights: Path, digest: str) -> None:
+    if card.weights.sha256 != digest:
+        raise WeightsError(
+            f"{weights.name}: sha256 {digest[:12]}... differs from its model card {card_path.name} "
+            f"({card.weights.sha256[:12]}...): the card belongs to other weights, or the file was altered"
+        )
+
+
+def _shipped_card(folder: Path, name: str, sums: dict[str, str]) -> tuple[ModelCard | None, Path, str | None]:
+    """The bundled card for weights ``name``, verified against SHA256SUMS; (None, path, None) when none ships."""
+    path = card_path_for(folder / name)
+    if not path.exists():
+        return None, path, None
+    digest = sha256_file(path)
+    if sums.get(path.name) != digest:
+        raise WeightsError(f"{path.name}: shipped model card fails its SHA256SUMS check; reinstall deepscan")
+    return _read_card(path), path, digest
+
+
+def _sibling_card(weights: Path) -> tuple[ModelCard | None, Path | None, str | None]:
+    path = card_path_for(weights)
+    if not path.is_file():
+        return None, None, None
+    return _read_card(path), path, sha256_file(path)
+
+
+# --- the Hugging Face hub ------------------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    import huggingface_hub.constants as constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_download(repo_id: str, filename: str, *, cached_only: bool) -> Path | None:
+    """``filename`` from the cache, or (``cached_only`` false and online) downloaded; None when not cached and
+    not to be (or cannot be) downloaded. Other failures are one-line WeightsErrors."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as error:  # a broken cache entry: one line for the user
+        raise WeightsError(f"{filename}: unusable in the Hugging Face cache ({type(error).__name__})") from None
+    if cached_only or _hub_offline():
+        return None
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except Exception as error:  # network, auth, missing repo or file: one line for the user
+        raise WeightsError(
+            f"{filename}: could not fetch from the hub repository {repo_id} ({type(error).__name__}); "
+            f"{what_to_do(repo_id)}"
+        ) from None
+
+
+def _hub_card(repo_id: str, weights: Path, cached_only: bool) -> tuple[ModelCard | None, Path | None, str | None]:
+    """The card published beside hub weights, when the repository has one (no card: uncalibrated)."""
+    sibling = _sibling_card(weights)  # a snapshot folder holds every file fetched from that revision
+    if sibling[0] is not None:
+        return sibling
+    try:
+        path = _hub_download(repo_id, card_path_for(weights).name, cached_only=cached_only)
+    except WeightsError:
+        return None, None, None  # the repository publishes no card
+    if path is None:
+        return None, None, None
+    return _read_card(path), path, sha256_file(path)
+
+
+def _from_hub(spec: str) -> ResolvedWeights:
     parts = spec.removeprefix("hf://").split("/", 2)
     if len(parts) != 3:
         raise WeightsError(f"{spec}: expected hf://OWNER/REPO/FILE.safetensors")
     owner, repo, filename = parts
-    try:
-        return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename))
-    except LocalEntryNotFoundError:
-        raise WeightsError(f"{spec}: not in the local Hugging Face cache and the hub is offline") from None
-    except Exception as error:  # network, auth, missing repo: one line for the user
-        raise WeightsError(f"{spec}: could not fetch from the hub ({type(error).__name__})") from None
+    repo_id = f"{owner}/{repo}"
+    path = _hub_download(repo_id, filename, cached_only=False)
+    if path is None:
+        raise WeightsError(f"{spec}: not in the local Hugging Face cache and the hub is offline")
+    digest = sha256_file(path)
+    card, card_path, card_digest = _hub_card(repo_id, path, cached_only=_hub_offline())
+    if card is not None:
+        _check_card_fits(card, card_path, path, digest)
+    return ResolvedWeights(path, "hub", digest, card, card_path, card_digest)
 
 
-def resolve_weights(default_name: str | None, spec: str | Path | None = None) -> ResolvedWeights:
+# --- resolution ----------------------------------------------------------------------------------------------
+
+
+def _shipped_or_hub(default_name: str, hub_repo: str | None, *, cached_only: bool) -> ResolvedWeights | None:
+    """The detector's own weights, bundled, cached or (unless ``cached_only``) downloaded. None: not cached
+    and ``cached_only``. Raises when a hub is named but offline and not cached."""
+    folder = shipped_weights_dir()
+    sums = shipped_checksums(folder)
+    card, card_path, card_digest = _shipped_card(folder, default_name, sums)
+    path = folder / default_name
+    if path.exists():
+        digest = sha256_file(path)
+        if sums.get(default_name) != digest:
+            raise WeightsError(f"{path.name}: shipped weights fail their SHA256SUMS check; reinstall deepscan")
+        if card is not None:
+            _check_card_fits(card, card_path, path, digest)
+        return ResolvedWeights(path, "shipped", digest, card, card_path, card_digest)
+    hub = card.hub if card is not None and card.hub is not None else None
+    if hub is None and hub_repo:
+        hub = HubSource(repo_id=hub_repo, filename=default_name)
+    if hub is None:
+        return ResolvedWeights(None, "none", None)
+    path = _hub_download(hub.repo_id, hub.filename, cached_only=cached_only)
+    if path is None:
+        if cached_only:
+            return None
+        raise WeightsError(
+            f"{default_name}: trained weights are neither bundled nor in the Hugging Face cache, and the hub is "
+            f"offline (HF_HUB_OFFLINE): {what_to_do(hub.repo_id)}"
+        )
+    digest = sha256_file(path)
+    expected = sums.get(hub.filename)
+    if expected is not None and expected != digest:
+        raise WeightsError(f"{hub.filename}: weights from {hub.repo_id} fail the SHA256SUMS check; refusing them")
+    if card is None:
+        card, card_path, card_digest = _hub_card(hub.repo_id, path, cached_only=cached_only or _hub_offline())
+    if card is not None:
+        _check_card_fits(card, card_path, path, digest)
+    return ResolvedWeights(path, "hub", digest, card, card_path, card_digest)
+
+
+def resolve_weights(
+    default_name: str | None, spec: str | Path | None = None, *, hub_repo: str | None = None
+) -> ResolvedWeights:
+    """The weights to load: ``spec`` when given, else the detector's own (``default_name`` and ``hub_repo``
+    from its config), in the order of the module docstring."""
     if spec is None:
         if default_name is None:
             return ResolvedWeights(None, "none", None)
-        folder = shipped_weights_dir()
-        path = folder / default_name
-        if not path.exists():
-            return ResolvedWeights(None, "none", None)
-        expected = shipped_checksums(folder).get(default_name)
-        digest = sha256_file(path)
-        if expected is None or expected != digest:
-            raise WeightsError(f"{path.name}: shipped weights fail their SHA256SUMS check; reinstall deepscan")
-        return ResolvedWeights(path, "shipped", digest)
+        return _shipped_or_hub(default_name, hub_repo, cached_only=False)
     if str(spec).startswith("hf://"):
-        path = _from_hub(str(spec))
-        return ResolvedWeights(path, "hub", sha256_file(path))
+        return _from_hub(str(spec))
     path = Path(spec)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix != ".safetensors":
         raise WeightsError(f"{path}: only .safetensors weights are accepted (pickled checkpoints can run code)")
-    return ResolvedWeights(path, "file", sha256_file(path))
+    digest = sha256_file(path)
+    card, card_path, card_digest = _sibling_card(path)
+    if card is not None:
+        _check_card_fits(card, card_path, path, digest)
+    return ResolvedWeights(path, "file", digest, card, card_path, card_digest)
+
+
+def resolve_detector_weights(config: DetectorConfig, spec: str | Path | None = None) -> ResolvedWeights:
+    return resolve_weights(config.weights, spec, hub_repo=config.hub_repo)
+
+
+def weights_status(config: DetectorConfig) -> str:
+    """Where a detector's own weights are, without downloading anything: "shipped", "cached" (Hugging Face
+    cache), "on the hub" (fetched on first use, when online), "untrained", or "unusable: REASON"."""
+    if not config.weights:
+        return "untrained"
+    try:
+        resolved = _shipped_or_hub(config.weights, config.hub_repo, cached_only=True)
+    except WeightsError as error:
+        return f"unusable: {error}"
+    if resolved is None:
+        return "on the hub"
+    return {"shipped": "shipped", "hub": "cached"}.get(resolved.source, "untrained")
+
+
+# --- loading -------------------------------------------------------------------------------------------------
 
 
 def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
-    """Load a state dict into ``detector``; every tensor must match by name and shape."""
+    """Load a state dict into ``detector``; every tensor must match by name and shape. Floating-point tensors
+    are cast to the detector's own dtype (fp16 files into a float32 detector)."""
     if weights.path is None:
         return
     from safetensors import SafetensorError
@@ -119,6 +312,10 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
             f"{weights.path.name}: does not fit detector {detector.config.name!r} ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(misshapen)} misshapen tensors, e.g. {example})"
         )
+    for name, tensor in state.items():
+        target = own[name]
+        if tensor.is_floating_point() and target.is_floating_point() and tensor.dtype != target.dtype:
+            state[name] = tensor.to(target.dtype)
     detector.load_state_dict(state, strict=False)
 
 
@@ -139,22 +336,28 @@ def build_detector(
     method: str, spec: str | Path | None = None, *, resolved: ResolvedWeights | None = None
 ) -> tuple[Detector, ResolvedWeights]:
     """The detector ``method`` as its weights were trained: architecture kwargs and input size come from the
-    weights' metadata (written by ``deepscan train``), so a recipe's backbone or input size needs no flag."""
+    weights' metadata (written by ``deepscan train``), else from their model card, so a recipe's backbone or
+    input size needs no flag."""
     from deepscan.registry import create_detector, get_config
 
     if resolved is None:
-        resolved = resolve_weights(get_config(method).weights, spec)
+        resolved = resolve_detector_weights(get_config(method), spec)
     metadata = weights_metadata(resolved)
-    trained_for = metadata.get("detector")
+    trained_for = metadata.get("detector") or (resolved.card.detector.name if resolved.card else None)
     if trained_for and trained_for != method:
         raise WeightsError(f"{resolved.path.name}: weights of detector {trained_for!r}, not {method!r} (use --method {trained_for})")
+    card_detector = resolved.card.detector if resolved.card else None
     try:
-        kwargs = json.loads(metadata.get("detector_kwargs", "{}"))
+        if "detector_kwargs" in metadata:
+            kwargs = json.loads(metadata["detector_kwargs"])
+        else:
+            kwargs = (card_detector.architecture_kwargs if card_detector else None) or {}
         detector = create_detector(method, **kwargs)
     except (ValueError, TypeError) as error:
         raise WeightsError(f"{resolved.path.name}: its detector settings do not build {method!r} ({error})") from None
-    if "input_size" in metadata:
-        detector.config = replace(detector.config, input_size=int(metadata["input_size"]))
+    input_size = metadata.get("input_size") or (card_detector.input_size if card_detector else None)
+    if input_size:
+        detector.config = replace(detector.config, input_size=int(input_size))
     load_weights(detector, resolved)
     return detector, resolved
 

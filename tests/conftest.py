@@ -42,3 +42,95 @@ def one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- tiny trained detectors with model cards, in a stand-in for the shipped weights folder -----------------------
+
+
+class _Shipped:
+    """A temporary folder standing in for ``weights/``: tiny detectors' weights, model cards and SHA256SUMS.
+
+    The tiny detectors (``tiny_a`` at 32 px, ``tiny_b`` at 48 px) give every face the same fake-logit, set when
+    their weights are written, so that calibrated probabilities and verdicts are known exactly.
+    """
+
+    SIZES = {"tiny_a": 32, "tiny_b": 48}
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def weights(self, name: str, logit: float, folder: Path | None = None, dtype=None) -> Path:
+        import torch
+
+        from deepscan.registry import create_detector
+        from deepscan.weights import save_weights
+
+        detector = create_detector(name)
+        with torch.no_grad():
+            detector.head.weight.zero_()
+            detector.head.bias.fill_(logit)
+        if dtype is not None:
+            detector = detector.to(dtype)
+        path = (folder or self.folder) / f"{name}.safetensors"
+        save_weights(detector, path)
+        return path
+
+    def card(self, weights: Path, **sections) -> Path:
+        import json
+
+        from deepscan.weights import sha256_file
+
+        name = weights.name.split(".")[0]
+        card = {
+            "schema": "deepscan.model-card",
+            "schema_version": 1,
+            "detector": {"name": name, "input_size": self.SIZES.get(name)},
+            "weights": {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors"},
+            "metrics": {"auc": 0.9},  # read by nobody: cards may carry anything else
+            **sections,
+        }
+        path = weights.with_name(f"{name}.card.json")
+        path.write_text(json.dumps(card, indent=2))
+        return path
+
+    def add(self, name: str, logit: float, **sections) -> Path:
+        """Ship ``name`` with the given card sections (none: no card) and list it in SHA256SUMS."""
+        weights = self.weights(name, logit)
+        if sections:
+            self.card(weights, **sections)
+        self.seal()
+        return weights
+
+    def seal(self) -> None:
+        """(Re)write SHA256SUMS over every file in the folder, as a release would."""
+        from deepscan.weights import sha256_file
+
+        lines = [f"{sha256_file(path)}  {path.name}" for path in sorted(self.folder.iterdir())
+                 if path.name != "SHA256SUMS" and path.is_file()]
+        (self.folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def shipped(tmp_path_factory, monkeypatch) -> _Shipped:
+    """Tiny detectors registered for this test only, and an empty stand-in for the shipped weights folder."""
+    import torch
+
+    from deepscan import registry, weights
+    from deepscan.detectors.base import Detector, DetectorConfig
+
+    class Tiny(Detector):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x.mean(dim=(2, 3))).squeeze(1)
+
+    registry.list_detectors()  # the built-in detectors first, so that they are not loaded over the patch
+    for name, size in _Shipped.SIZES.items():
+        config = DetectorConfig(name=name, paper=f"{name}, a test detector", input_size=size,
+                                weights=f"{name}.safetensors")
+        monkeypatch.setitem(registry._ENTRYPOINTS, name, (lambda **kwargs: Tiny(), config))
+    folder = tmp_path_factory.mktemp("shipped")
+    monkeypatch.setattr(weights, "shipped_weights_dir", lambda: folder)
+    return _Shipped(folder)

@@ -50,6 +50,8 @@ def test_scan_video_writes_a_versioned_report(tmp_path, portrait_clip):
     custody = report["custody"]
     assert custody["detector"]["name"] == "faclue"
     assert custody["weights"] == {"source": "none", "path": None, "sha256": None, "trained": False}
+    assert custody["parameters"]["threshold"] is None  # not given: the card's, else 0.5
+    assert custody["decision"]["threshold"] == 0.5 and custody["decision"]["threshold_source"] == "default"
     assert custody["parameters"]["fps"] == 5 and custody["started_at"] <= custody["finished_at"]
     [entry] = report["files"]
     assert entry["sha256"] == sha256_file(Path(portrait_clip))
@@ -139,9 +141,11 @@ def test_models_lists_every_detector_as_json():
     result = run("models", "--json")
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
-    assert [row["name"] for row in rows] == list_detectors()
+    assert [row["name"] for row in rows] == [*list_detectors(), "ensemble"]
     faclue = next(row for row in rows if row["name"] == "faclue")
     assert faclue["input_size"] == 224 and faclue["parameters"] > 7e6 and faclue["weights_available"] is False
+    assert faclue["weights"] == "untrained"
+    assert rows[-1]["members"] == [] and rows[-1]["weights_available"] is False
 
 
 def test_ctrl_c_keeps_the_results_so_far_and_marks_them(tmp_path, portrait_clip, monkeypatch):
@@ -164,3 +168,127 @@ def test_ctrl_c_keeps_the_results_so_far_and_marks_them(tmp_path, portrait_clip,
     [entry] = report["files"]
     assert entry["status"] == "partial" and entry["frames_scanned"] == 3
     assert len(entry["faces"]) == 3 and all(face["fake_probability"] is not None for face in entry["faces"])
+
+
+# --- calibrated weights, inconclusive tracks, the ensemble (tiny detectors, see conftest.shipped) ---------------
+
+CALIBRATION = {  # P(fake) = sigmoid(2 * logit - 1); threshold 0.7
+    "method": "platt", "scale": 2.0, "bias": -1.0, "threshold": 0.7, "threshold_rule": "test", "fitted_on": "test",
+    "val_faces": 3, "check": {"logits": [0.0], "probabilities": [0.2689414213699951]},
+}
+
+
+def sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
+
+
+def _scan_json(tmp_path, *args):
+    report_path = tmp_path / "r.json"
+    result = run("scan", *args, "--json", report_path)
+    return result, (json.loads(report_path.read_text()) if report_path.exists() else None)
+
+
+def test_calibrated_weights_give_calibrated_scores_at_the_cards_threshold(tmp_path, portrait_jpg, shipped):
+    shipped.add("tiny_a", 1.5, calibration=CALIBRATION)
+    result, report = _scan_json(tmp_path, portrait_jpg, "--method", "tiny_a")
+    assert result.exit_code == 0, result.output
+    assert "no trained weights" not in result.stderr  # trained weights: no "untrained" warning or verdict
+    [entry] = report["files"]
+    assert entry["faces"][0]["fake_probability"] == pytest.approx(sigmoid(2 * 1.5 - 1))  # 0.881, not sigmoid(1.5)
+    assert entry["tracks"][0]["label"] == "fake" and entry["verdict"]["label"] == "fake"  # 0.881 >= 0.7
+    decision = report["custody"]["decision"]
+    assert decision["threshold"] == 0.7 and decision["threshold_source"] == "model card"
+    [member] = decision["members"]
+    assert member["calibration"]["scale"] == 2.0 and member["model_card"]["path"].endswith("tiny_a.card.json")
+    assert member["reliability_note"] is None  # the card has no reliability section
+    assert report["custody"]["weights"]["source"] == "shipped"
+
+    result, report = _scan_json(tmp_path, portrait_jpg, "--method", "tiny_a", "--threshold", 0.9)
+    assert report["files"][0]["verdict"]["label"] == "real"  # an explicit --threshold wins over the card
+    assert report["custody"]["decision"]["threshold_source"] == "--threshold"
+
+
+def test_faces_outside_the_reliable_range_make_an_inconclusive_verdict(tmp_path, portrait_jpg, shipped):
+    shipped.add("tiny_a", 1.0, calibration=CALIBRATION, reliability={"min_face_px": 5000, "text": "tiny faces fail"})
+    result, report = _scan_json(tmp_path, portrait_jpg, "--method", "tiny_a")
+    assert result.exit_code == 0, result.output
+    [entry] = report["files"]
+    [face] = entry["faces"]
+    assert face["outside_range"] == ["too small"] and 50 < face["face_px"] < 5000
+    [track] = entry["tracks"]
+    assert track["label"] == "inconclusive" and "faces of at least 5000 px" in track["reason"]
+    assert track["score"] == pytest.approx(sigmoid(1.0))  # still reported
+    assert entry["verdict"]["label"] == "inconclusive" and "not called real" in entry["verdict"]["reason"]
+    assert "inconclusive" in result.stdout and "1 too small" in result.stdout
+
+    shipped.add("tiny_a", 1.0, calibration=CALIBRATION, reliability={"min_sharpness": 1e9})
+    _, report = _scan_json(tmp_path, portrait_jpg, "--method", "tiny_a")
+    assert report["files"][0]["tracks"][0]["reason"].endswith("1 too blurred")
+
+
+def test_report_records_face_size_sharpness_and_video_compression(tmp_path, portrait_clip, shipped):
+    from deepscan.media.video import probe_video
+
+    shipped.add("tiny_a", 1.0)
+    _, report = _scan_json(tmp_path, portrait_clip, "--method", "tiny_a", "--fps", 2)
+    [entry] = report["files"]
+    info = probe_video(portrait_clip)
+    assert entry["media"]["bits_per_pixel"] == pytest.approx(info.bit_rate / (info.width * info.height * info.fps))
+    assert all(face["face_px"] > 20 and face["sharpness"] > 0 and face["outside_range"] == []
+               for face in entry["faces"])
+    assert report["custody"]["decision"]["sharpness_input_size"] == 32
+
+
+def test_ensemble_averages_calibrated_members_on_their_own_crops(tmp_path, portrait_jpg, shipped, monkeypatch):
+    import deepscan.scan as scan_module
+
+    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)  # sigmoid(3) = 0.953 >= its 0.7: fake
+    shipped.add("tiny_b", -2.5)  # no card: sigmoid(-2.5) = 0.076, below 0.5: real
+    seen = []
+    original = scan_module.face_logits
+
+    def recording(detector, crops):
+        seen.append((detector.config.name, crops.shape))
+        return original(detector, crops)
+
+    monkeypatch.setattr(scan_module, "face_logits", recording)
+    result, report = _scan_json(tmp_path, portrait_jpg, "--method", "ensemble")
+    assert result.exit_code == 0, result.output
+    assert sorted(seen) == [("tiny_a", (1, 32, 32, 3)), ("tiny_b", (1, 48, 48, 3))]
+    [entry] = report["files"]
+    [face] = entry["faces"]
+    assert face["member_probabilities"] == pytest.approx({"tiny_a": sigmoid(3.0), "tiny_b": sigmoid(-2.5)})
+    assert face["fake_probability"] == pytest.approx((sigmoid(3.0) + sigmoid(-2.5)) / 2)
+    [track] = entry["tracks"]
+    assert track["label"] == "fake"  # the mean, 0.514, reaches 0.5
+    assert track["members"]["tiny_a"]["label"] == "fake" and track["members"]["tiny_b"]["label"] == "real"
+    assert track["agreement"] == 0.5
+    decision = report["custody"]["decision"]
+    assert decision["method"] == "ensemble" and decision["threshold_source"] == "default"
+    assert [m["name"] for m in decision["members"]] == ["tiny_a", "tiny_b"]
+    assert report["custody"]["detector"]["name"] == "ensemble"
+    assert "agreement 50%" in result.stdout and "tiny_a 0.953 (fake)" in result.stdout
+
+    models = json.loads(run("models", "--json").stdout)
+    assert models[-1]["name"] == "ensemble" and models[-1]["members"] == ["tiny_a", "tiny_b"]
+
+
+def test_an_ensemble_card_sets_the_members_and_the_threshold(tmp_path, portrait_jpg, shipped):
+    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)
+    shipped.add("tiny_b", -2.5)
+    (shipped.folder / "ensemble.card.json").write_text(json.dumps({
+        "schema": "deepscan.ensemble-card", "members": ["tiny_a", "tiny_b"],
+        "calibration": {"threshold": 0.6, "threshold_rule": "test"},
+    }))
+    shipped.seal()
+    _, report = _scan_json(tmp_path, portrait_jpg, "--method", "ensemble")
+    assert report["files"][0]["tracks"][0]["label"] == "real"  # 0.514 is below the card's 0.6
+    assert report["custody"]["decision"]["threshold_source"] == "ensemble card"
+
+
+def test_ensemble_without_trained_members_or_with_weights_is_one_line(portrait_jpg, shipped):
+    result = run("scan", portrait_jpg, "--method", "ensemble")
+    assert result.exit_code == 2 and len(stderr_lines(result)) == 1
+    assert "no detector has trained weights" in result.stderr
+    result = run("scan", portrait_jpg, "--method", "ensemble", "--weights", "x.safetensors")
+    assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "each member's own" in result.stderr

@@ -289,3 +289,70 @@ def test_pdf_needs_a_report_folder(portrait_clip):
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--pdf needs --report" in lines[0]
+
+
+# --- calibration, inconclusive tracks, the ensemble ---------------------------------------------------------------
+
+
+def _decision(threshold=0.7, members=("faclue",)) -> dict:
+    return {
+        "method": "ensemble" if len(members) > 1 else members[0],
+        "threshold": threshold,
+        "threshold_source": "model card",
+        "reliable_range": {"min_face_px": 64.0, "min_sharpness": 20.0},
+        "sharpness_input_size": 224,
+        "members": [
+            {"name": name, "paper": "-", "input_size": 224,
+             "weights": {"source": "shipped", "path": f"weights/{name}.safetensors", "sha256": "ab" * 32,
+                         "trained": True},
+             "model_card": {"path": f"weights/{name}.card.json", "sha256": "cd" * 32},
+             "calibration": {"method": "platt", "scale": 1.5, "bias": -0.25, "threshold": threshold,
+                             "threshold_rule": "FPR at most 0.05 on val reals"},
+             "reliable_range": {"min_face_px": 64.0, "min_sharpness": 20.0},
+             "reliability_note": "AUC 0.61 on faces under 64 px"}
+            for name in members
+        ],
+    }
+
+
+def test_inconclusive_tracks_have_their_badge_and_reason_and_the_cards_threshold_draws_the_line():
+    video = _video("small.mp4", {0: [0.2, 0.3, 0.2]})
+    video.tracks = [track_verdict(0, [0.2, 0.3, 0.2], [0.0, 0.5, 1.0], 0.7,
+                                  outside_range=[["too small"]] * 3, reliable_range="faces of at least 64 px")]
+    video.verdict = file_verdict(video.tracks, trained=True)
+    video.media.update(bit_rate=400_000, bits_per_pixel=400_000 / (640 * 360 * 25))
+    report = _report([video])
+    report["custody"]["decision"] = _decision()
+    page = Page(render_html(report, make_figures(report, {})))
+    assert page.text_by_id["verdict-0"].startswith("inconclusive score 0.200.")
+    assert ('span', {'class': 'badge inconclusive'}) in page.elements
+    [track] = [cells for attributes, cells in page.rows if attributes.get("class") == "track"]
+    assert track[8] == "inconclusive"
+    assert "all 3 of its faces are outside" in page.text_by_id["file-0"]
+    assert "0.069 bits per pixel per frame (400 kbit/s)" in page.text_by_id["file-0"]
+    detector = page.text_by_id["detector"]
+    assert "threshold0.7 (model card)" in detector and "faces of at least 64 px and sharpness at least 20" in detector
+    [member] = [cells for attributes, cells in page.rows if attributes.get("class") == "member"]
+    assert member[0] == "faclue" and member[5] == "platt: a = 1.5, b = -0.25" and member[6] == "0.7"
+    assert member[8].endswith("AUC 0.61 on faces under 64 px")
+    # The timeline's dashed line is the threshold the verdicts used, not the unset --threshold.
+    assert report["custody"]["parameters"]["threshold"] is None
+    [ax] = make_figures(report, {})[0].timeline.axes
+    assert "threshold 0.70" in [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def test_ensemble_tracks_show_each_members_score_and_the_agreement():
+    from deepscan.verdicts import member_agreement
+
+    video = _video("clip.mp4", {0: [0.8, 0.9, 0.85]})
+    [track] = video.tracks
+    track.members, track.agreement = member_agreement(
+        {"faclue": [0.9, 0.95, 0.9], "pel": [0.3, 0.2, 0.3]}, {"faclue": 0.5, "pel": 0.5}, "fake")
+    report = _report([video])
+    report["custody"]["decision"] = _decision(0.5, ("faclue", "pel"))
+    page = Page(render_html(report, make_figures(report, {})))
+    header = next(cells for attributes, cells in page.rows if cells and cells[0] == "track")
+    assert header[9:] == ["faclue (median P(fake), label)", "pel (median P(fake), label)", "agreement"]
+    [row] = [cells for attributes, cells in page.rows if attributes.get("class") == "track"]
+    assert row[9:] == ["0.900 (fake)", "0.300 (real)", "50%"]
+    assert [cells[0] for attributes, cells in page.rows if attributes.get("class") == "member"] == ["faclue", "pel"]

@@ -1,6 +1,15 @@
 import pytest
 
-from deepscan.verdicts import FAKE, NO_FACE, REAL, UNTRAINED, file_verdict, track_verdict
+from deepscan.verdicts import (
+    FAKE,
+    INCONCLUSIVE,
+    NO_FACE,
+    REAL,
+    UNTRAINED,
+    file_verdict,
+    member_agreement,
+    track_verdict,
+)
 
 
 def test_track_score_is_the_median_and_resists_a_few_misfires():
@@ -29,3 +38,41 @@ def test_untrained_detector_never_gives_real_or_fake():
     fake = track_verdict(2, [0.9], [0], 0.5)
     assert file_verdict([fake], trained=False).label == UNTRAINED
     assert file_verdict([], trained=False).label == NO_FACE
+
+
+def test_a_track_all_outside_the_reliable_range_is_inconclusive_and_says_why():
+    outside = [["too small"], ["too small", "too blurred"], ["too blurred"]]
+    track = track_verdict(1, [0.1, 0.2, 0.1], [0, 1, 2], 0.5, outside_range=outside,
+                          reliable_range="faces of at least 64 px and sharpness 20")
+    assert track.label == INCONCLUSIVE and track.score == pytest.approx(0.1)  # the score is still reported
+    assert track.reason == ("all 3 of its faces are outside the range the detector is reliable on (faces of at least 64 px "
+                            "and sharpness 20): 2 too blurred, 2 too small")
+
+
+def test_one_face_inside_the_range_is_enough_to_judge_the_track():
+    track = track_verdict(1, [0.9, 0.8, 0.9], [0, 1, 2], 0.5, outside_range=[["too small"], [], ["too small"]])
+    assert track.label == FAKE and track.reason is None
+
+
+def test_an_inconclusive_track_makes_the_file_inconclusive_never_real():
+    real = track_verdict(1, [0.1, 0.2], [0, 1], 0.5)
+    unjudged = track_verdict(2, [0.1], [0], 0.5, outside_range=[["too small"]])
+    verdict = file_verdict([real, unjudged], trained=True)
+    assert verdict.label == INCONCLUSIVE
+    assert "track 2 could not be judged" in verdict.reason
+    assert "the other 1 track(s) scored as authentic" in verdict.reason
+    assert "not called real" in verdict.reason
+    fake = track_verdict(3, [0.9], [0], 0.5)
+    assert file_verdict([real, unjudged, fake], trained=True).label == FAKE  # a judged forgery still decides
+    assert file_verdict([unjudged], trained=False).label == UNTRAINED
+
+
+def test_member_agreement_counts_members_whose_own_label_is_the_ensembles():
+    members, agreement = member_agreement(
+        {"a": [0.9, 0.8, 0.7], "b": [0.6, 0.6, 0.6], "c": [0.1, 0.2, 0.1]},
+        {"a": 0.5, "b": 0.7, "c": 0.5},
+        FAKE,
+    )
+    assert members["a"] == {"score": pytest.approx(0.8), "threshold": 0.5, "label": FAKE}
+    assert members["b"]["label"] == REAL  # 0.6 is below b's own threshold
+    assert agreement == pytest.approx(1 / 3)

@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 import pytest
 import torch
@@ -115,3 +116,195 @@ def test_build_detector_follows_the_architecture_recorded_in_the_weights(tmp_pat
     assert torch.equal(built.head.weight, detector.head.weight)
     with pytest.raises(WeightsError, match="weights of detector 'faclue', not 'pel'"):
         build_detector("pel", path)
+
+
+# --- model cards, the resolution order, fp16 ---------------------------------------------------------------------
+
+CALIBRATION = {  # sigmoid(2 * logit - 1), threshold chosen elsewhere; check: what it must map logits to
+    "method": "platt", "scale": 2.0, "bias": -1.0, "threshold": 0.7, "threshold_rule": "test", "fitted_on": "test",
+    "val_faces": 10, "check": {"logits": [-1.0, 0.0, 2.0], "probabilities": [0.04742587317756678, 0.2689414213699951,
+                                                                               0.9525741268224334]},
+}
+
+
+def _hub_cache(tmp_path, monkeypatch, repo_id: str, files: dict, *, offline: bool = True):
+    """A Hugging Face cache built by hand, as a previous download would have left it, holding ``files``
+    ({name: source path}) for ``repo_id``."""
+    import shutil
+
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hub"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copyfile(source, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    return snapshot
+
+
+def test_sibling_card_comes_with_file_weights_and_calibrates(tmp_path, shipped):
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    shipped.card(weights, calibration=CALIBRATION, reliability={"min_face_px": 64, "min_sharpness": 20.0})
+    resolved = resolve_weights(None, weights)
+    assert resolved.card is not None and resolved.card_path == tmp_path / "tiny_a.card.json"
+    assert resolved.calibration.threshold == 0.7
+    assert resolved.calibration.probability([0.0]) == pytest.approx([0.2689414213699951])
+    assert resolved.reliable_range.min_face_px == 64 and resolved.reliable_range.min_sharpness == 20.0
+    assert resolve_weights(None, shipped.weights("tiny_b", 1.0, folder=tmp_path)).card is None  # no card: fine
+
+
+def test_card_of_other_weights_or_with_a_failing_check_is_refused(tmp_path, shipped):
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    shipped.card(weights, calibration=CALIBRATION)
+    shipped.weights("tiny_a", 2.0, folder=tmp_path)  # retrained over the file: the card now describes other weights
+    with pytest.raises(WeightsError, match="differs from its model card tiny_a.card.json"):
+        resolve_weights(None, weights)
+    broken = dict(CALIBRATION, bias=-0.5)
+    shipped.card(weights, calibration=broken)
+    with pytest.raises(WeightsError, match="tiny_a.card.json: calibration check fails"):
+        resolve_weights(None, weights)
+    (tmp_path / "tiny_a.card.json").write_text('{"schema": "something-else"}')
+    with pytest.raises(WeightsError, match="not a usable model card"):
+        resolve_weights(None, weights)
+
+
+def test_card_for_another_detector_is_refused_when_building(tmp_path, shipped):
+    from deepscan.weights import build_detector
+
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    renamed = tmp_path / "other.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(weights)), str(renamed))  # no header metadata: only the card says which detector
+    shipped.card(renamed, calibration=CALIBRATION)
+    card = json.loads((tmp_path / "other.card.json").read_text())
+    card["detector"]["name"] = "tiny_a"
+    (tmp_path / "other.card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="weights of detector 'tiny_a', not 'tiny_b'"):
+        build_detector("tiny_b", renamed)
+
+
+def test_shipped_weights_and_card_are_checked_against_sha256sums(shipped):
+    shipped.add("tiny_a", 1.0, calibration=CALIBRATION)
+    resolved = resolve_weights("tiny_a.safetensors")
+    assert resolved.source == "shipped" and resolved.card.calibration.threshold == 0.7
+    card = shipped.folder / "tiny_a.card.json"
+    card.write_text(card.read_text().replace('"threshold": 0.7', '"threshold": 0.2'))  # altered after release
+    with pytest.raises(WeightsError, match="tiny_a.card.json: shipped model card fails its SHA256SUMS check"):
+        resolve_weights("tiny_a.safetensors")
+    shipped.seal()
+    resolve_weights("tiny_a.safetensors")
+    (shipped.folder / "tiny_a.safetensors").write_bytes(b"tampered")
+    with pytest.raises(WeightsError, match="shipped weights fail their SHA256SUMS check"):
+        resolve_weights("tiny_a.safetensors")
+
+
+def _card_pointing_to_hub(shipped, tmp_path):
+    """Weights published on the hub; only their card (naming the repository) ships."""
+    elsewhere = tmp_path / "release"
+    elsewhere.mkdir()
+    weights = shipped.weights("tiny_a", 1.0, folder=elsewhere)
+    card = shipped.card(weights, calibration=CALIBRATION, hub={"repo_id": "lab/tiny", "filename": weights.name})
+    (shipped.folder / card.name).write_bytes(card.read_bytes())
+    shipped.seal()
+    return weights
+
+
+def test_hub_weights_named_by_the_shipped_card_come_from_the_cache_offline(tmp_path, monkeypatch, shipped):
+    weights = _card_pointing_to_hub(shipped, tmp_path)
+    _hub_cache(tmp_path, monkeypatch, "lab/tiny", {weights.name: weights})
+    resolved = resolve_weights("tiny_a.safetensors")
+    assert resolved.source == "hub" and resolved.path.name == "tiny_a.safetensors"
+    assert resolved.card_path == shipped.folder / "tiny_a.card.json" and resolved.calibration.threshold == 0.7
+    from deepscan.weights import weights_status
+    from deepscan.registry import get_config
+
+    assert weights_status(get_config("tiny_a")) == "cached"
+
+
+def test_hub_weights_that_differ_from_the_card_are_refused(tmp_path, monkeypatch, shipped):
+    _card_pointing_to_hub(shipped, tmp_path)
+    other = shipped.weights("tiny_a", 3.0, folder=tmp_path)
+    _hub_cache(tmp_path, monkeypatch, "lab/tiny", {"tiny_a.safetensors": other})
+    with pytest.raises(WeightsError, match="differs from its model card"):
+        resolve_weights("tiny_a.safetensors")
+
+
+def test_offline_with_nothing_found_says_what_to_do(tmp_path, monkeypatch, shipped):
+    _card_pointing_to_hub(shipped, tmp_path)
+    _hub_cache(tmp_path, monkeypatch, "lab/other", {})
+    with pytest.raises(WeightsError) as raised:
+        resolve_weights("tiny_a.safetensors")
+    message = str(raised.value)
+    assert "\n" not in message and "offline" in message
+    assert "pass --weights FILE" in message and "go online" in message and "deepscan train" in message
+    from deepscan.weights import weights_status
+    from deepscan.registry import get_config
+
+    assert weights_status(get_config("tiny_a")) == "on the hub"
+
+
+def test_online_the_weights_are_downloaded_from_the_repository(tmp_path, monkeypatch, shipped):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    weights = _card_pointing_to_hub(shipped, tmp_path)
+    _hub_cache(tmp_path, monkeypatch, "lab/other", {}, offline=False)
+    calls = []
+
+    def fake_download(repo_id, filename, local_files_only=False, **kwargs):
+        calls.append((repo_id, filename, local_files_only))
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        return str(weights)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    resolved = resolve_weights("tiny_a.safetensors")
+    assert resolved.source == "hub" and resolved.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert calls == [("lab/tiny", "tiny_a.safetensors", True), ("lab/tiny", "tiny_a.safetensors", False)]
+
+    def unreachable(repo_id, filename, local_files_only=False, **kwargs):
+        raise LocalEntryNotFoundError("x") if local_files_only else ConnectionError("no route")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(WeightsError, match="could not fetch from the hub repository lab/tiny \\(ConnectionError\\)"):
+        resolve_weights("tiny_a.safetensors")
+
+
+def test_config_hub_repo_is_used_when_no_card_names_one(tmp_path, monkeypatch, shipped):
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    _hub_cache(tmp_path, monkeypatch, "lab/config-repo", {weights.name: weights})
+    assert resolve_weights("tiny_a.safetensors").source == "none"  # nothing names a repository: untrained
+    resolved = resolve_weights("tiny_a.safetensors", hub_repo="lab/config-repo")
+    assert resolved.source == "hub" and resolved.card is None
+
+
+def test_hf_spec_picks_up_the_card_published_beside_the_weights(tmp_path, monkeypatch, shipped):
+    release = tmp_path / "release"
+    release.mkdir()
+    weights = shipped.weights("tiny_a", 1.0, folder=release)
+    card = shipped.card(weights, calibration=CALIBRATION)
+    _hub_cache(tmp_path, monkeypatch, "lab/tiny", {weights.name: weights, card.name: card})
+    resolved = resolve_weights(None, "hf://lab/tiny/tiny_a.safetensors")
+    assert resolved.source == "hub" and resolved.calibration.threshold == 0.7
+
+
+def test_half_precision_weights_load_into_a_float32_detector(tmp_path, detector):
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "fp16.safetensors"
+    save_file({name: (t.half() if t.is_floating_point() else t).contiguous() for name, t in
+               detector.state_dict().items()}, str(path))
+    assert load_file(str(path))["head.weight"].dtype == torch.float16
+    fresh = create_detector("faclue", use_local=False)
+    load_weights(fresh, resolve_weights(None, path))
+    assert fresh.head.weight.dtype == torch.float32
+    torch.testing.assert_close(fresh.head.weight, detector.head.weight.half().float())
+    num_batches = [name for name, t in fresh.state_dict().items() if not t.is_floating_point()]
+    assert all(fresh.state_dict()[n].dtype == detector.state_dict()[n].dtype for n in num_batches)

@@ -43,6 +43,7 @@ class VideoInfo:
     frame_count: int | None
     codec: str
     rotation: int = 0  # degrees counter-clockwise that frames are turned by to display upright
+    bit_rate: int | None = None  # bits per second of the video stream (else of the whole file); None: unknown
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +128,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             duration_s=_duration_s(stream, container),
             frame_count=int(stream.frames) if stream.frames else None,
             codec=stream.codec_context.name,
+            # The stream's own rate when the container states it; else the file's, which also counts audio.
+            bit_rate=(stream.bit_rate or container.bit_rate or None),
         )
         rotation = _first_frame_rotation(container, stream)
     if rotation in (90, 270):

@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from deepscan.explain import FaceExplanation
 
 REPORT_JSON, REPORT_HTML, REPORT_PDF = "report.json", "report.html", "report.pdf"
-VERDICT_CLASS = {"fake": "fake", "real": "real", "no face": "noface", "untrained": "untrained"}
+VERDICT_CLASS = {
+    "fake": "fake",
+    "real": "real",
+    "inconclusive": "inconclusive",
+    "no face": "noface",
+    "untrained": "untrained",
+}
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1b1b1b;
@@ -41,6 +47,7 @@ details.legend { background: #fafafa; border: 1px solid #e3e3e3; padding: 0.4rem
          text-transform: uppercase; letter-spacing: 0.04em; margin-right: 0.5rem; }
 .badge.fake { background: #b3400a; } .badge.real { background: #006e4f; }
 .badge.noface { background: #8a6d00; } .badge.untrained { background: #6a3d9a; } .badge.none { background: #666; }
+.badge.inconclusive { background: #a35a00; }
 .warning { border-left: 0.4rem solid #6a3d9a; background: #f4effa; padding: 0.6rem 0.9rem; margin: 1rem 0; }
 .error { border-left: 0.4rem solid #b3400a; background: #fbefe9; padding: 0.6rem 0.9rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e0e0e0; }
@@ -85,12 +92,21 @@ def _json_for_script(report: dict) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def applied_threshold(report: dict) -> float:
+    """The threshold verdicts were taken at: the scan's decision (model card or --threshold), else the parameter."""
+    decision = report["custody"].get("decision") or {}
+    if decision.get("threshold") is not None:
+        return float(decision["threshold"])
+    threshold = report["custody"]["parameters"].get("threshold")
+    return 0.5 if threshold is None else float(threshold)
+
+
 def make_figures(report: dict, explanations: dict[int, list[tuple[dict, "FaceExplanation"]]]) -> list[FileFigures]:
     """The timeline of every file and the composed figure of every explained face, in file order."""
     from deepscan.explain import explanation_figure
     from deepscan.report.plots import timeline_figure
 
-    threshold = report["custody"]["parameters"].get("threshold", 0.5)
+    threshold = applied_threshold(report)
     trained = bool(report["custody"]["weights"]["trained"])
     figures = []
     for index, entry in enumerate(report["files"]):
@@ -182,6 +198,9 @@ def _media_facts(entry: dict) -> str:
         facts.append(("duration", f"{media['duration_s']:.2f} s"))
     if media.get("codec"):
         facts.append(("codec", _e(media["codec"])))
+    if media.get("bits_per_pixel") is not None:
+        facts.append(("compression", f"{media['bits_per_pixel']:.3f} bits per pixel per frame "
+                                      f"({media['bit_rate'] / 1000:,.0f} kbit/s)"))
     facts.append(("frames scanned", str(entry.get("frames_scanned", 0))))
     facts.append(("scan time", f"{entry.get('seconds', 0.0):.1f} s"))
     return '<dl class="facts">' + "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts) + "</dl>"
@@ -209,6 +228,8 @@ def _file_section(index: int, entry: dict, figures: FileFigures, report: dict, d
         )
     if entry.get("tracks"):
         parts.append(_tracks_table(index, entry, trained=bool(report["custody"]["weights"]["trained"])))
+        if any(track.get("reason") for track in entry["tracks"]):
+            parts.append(_inconclusive_note(entry))
     if figures.faces:
         parts.append("<h3>Most suspicious faces</h3>")
         parts.append(_how_to_read([explanation for _, explanation, _ in figures.faces]))
@@ -219,9 +240,14 @@ def _file_section(index: int, entry: dict, figures: FileFigures, report: dict, d
 
 
 def _tracks_table(index: int, entry: dict, trained: bool) -> str:
+    # Ensemble reports add each member's track score (its label at its own threshold) and the agreement.
+    members = list(next((track["members"] for track in entry["tracks"] if track.get("members")), None) or [])
     header = (
         "<tr><th>track</th><th>faces</th><th>from (s)</th><th>to (s)</th><th>median P(fake)</th><th>mean</th>"
-        "<th>max</th><th>share at or above threshold</th><th>label</th></tr>"
+        "<th>max</th><th>share at or above threshold</th><th>label</th>"
+        + "".join(f"<th>{_e(name)} (median P(fake), label)</th>" for name in members)
+        + ("<th>agreement</th>" if members else "")
+        + "</tr>"
     )
     rows = []
     for track in sorted(entry["tracks"], key=lambda track: -track["score"]):
@@ -235,12 +261,34 @@ def _tracks_table(index: int, entry: dict, trained: bool) -> str:
             _score(track["max"]),
             _score(track["share_above_threshold"]),
         ]
+        member_cells = "".join(
+            f'<td class="num member" data-member="{_e(name)}">{_score(track["members"][name]["score"])} '
+            f'({_e(track["members"][name]["label"])})</td>' if track.get("members") and name in track["members"]
+            else "<td>-</td>"
+            for name in members
+        )
+        if members:
+            agreement = track.get("agreement")
+            member_cells += f'<td class="num agreement">{"-" if agreement is None else f"{agreement:.0%}"}</td>'
         rows.append(
             f'<tr class="track" data-track="{track["track_id"]}">'
             + "".join(f'<td class="num">{cell}</td>' for cell in cells)
-            + f"<td>{_e(track['label'])}{'' if trained else ' (untrained: meaningless)'}</td></tr>"
+            + f"<td>{_e(track['label'])}{'' if trained else ' (untrained: meaningless)'}</td>"
+            + member_cells
+            + "</tr>"
         )
     return f'<table class="tracks" id="tracks-{index}"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _inconclusive_note(entry: dict) -> str:
+    items = "".join(
+        f"<li>track {track['track_id']}: {_e(track['reason'])}</li>" for track in entry["tracks"] if track.get("reason")
+    )
+    return (
+        '<div class="warning inconclusive-note"><strong>Inconclusive tracks.</strong> Their faces are all smaller '
+        "or blurrier than the range the detector was found reliable on, so their scores judge nothing:"
+        f"<ul>{items}</ul></div>"
+    )
 
 
 def _how_to_read(explanations: list) -> str:
@@ -275,16 +323,56 @@ def _detector_section(custody: dict, detector_summary: str) -> str:
         ("weights file", f"<code>{_e(weights['path'] or '-')}</code>"),
         ("weights sha256", f'<span class="hash">{_e(weights["sha256"] or "-")}</span>'),
     ]
+    decision = custody.get("decision")
+    if decision:
+        facts.append(("threshold", f"{decision['threshold']:.4g} ({_e(decision['threshold_source'])})"))
+        facts.append(("reliable range", _range_text(decision["reliable_range"])))
     body = '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
     about = f"<p>{_e(detector_summary)}</p>" if detector_summary else ""
-    return f'<section id="detector"><h2>Detector and weights</h2>{about}{body}</section>'
+    members = _members_table(decision["members"]) if decision and decision.get("members") else ""
+    return f'<section id="detector"><h2>Detector and weights</h2>{about}{body}{members}</section>'
+
+
+def _range_text(limits: dict) -> str:
+    parts = []
+    if limits.get("min_face_px"):
+        parts.append(f"faces of at least {limits['min_face_px']:g} px")
+    if limits.get("min_sharpness"):
+        parts.append(f"sharpness at least {limits['min_sharpness']:g}")
+    return _e(" and ".join(parts)) if parts else "not stated (every face is judged)"
+
+
+def _members_table(members: list[dict]) -> str:
+    """Per detector that scored: its weights, model card and calibration (P(fake) = sigmoid(a * logit + b))."""
+    rows = []
+    for member in members:
+        calibration, card = member["calibration"], member.get("model_card") or {}
+        mapping = (
+            f"{_e(calibration['method'])}: a = {calibration['scale']:.4g}, b = {calibration['bias']:.4g}"
+            if calibration["method"] != "identity" else "none (sigmoid of the logit)"
+        )
+        rows.append(
+            f'<tr class="member" data-member="{_e(member["name"])}"><td>{_e(member["name"])}</td>'
+            f"<td class=\"num\">{member['input_size']}</td><td>{_e(member['weights']['source'])}</td>"
+            f'<td class="hash">{_e(member["weights"]["sha256"] or "-")}</td>'
+            f"<td><code>{_e(card.get('path') or '-')}</code></td><td>{mapping}</td>"
+            f"<td class=\"num\">{calibration['threshold']:.4g}</td><td>{_e(calibration['threshold_rule'])}</td>"
+            f"<td>{_range_text(member['reliable_range'])}"
+            + (f"<br>{_e(member['reliability_note'])}" if member.get("reliability_note") else "")
+            + "</td></tr>"
+        )
+    return (
+        '<h3>Scoring detectors</h3><table id="members-table"><thead><tr><th>detector</th><th>input</th>'
+        "<th>weights</th><th>weights sha256</th><th>model card</th><th>calibration</th><th>its threshold</th>"
+        "<th>threshold rule</th><th>reliable range</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
 
 
 def _custody_section(report: dict) -> str:
     custody = report["custody"]
     rows = []
     for key, value in custody.items():
-        if key == "parameters":
+        if key in ("parameters", "decision"):  # their own tables
             continue
         shown = (
             ", ".join(f"{_e(k)}: {_value(v)}" for k, v in value.items()) if isinstance(value, dict) else _value(value)

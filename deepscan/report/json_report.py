@@ -3,7 +3,10 @@
 Schema ``deepscan.scan-report`` version 1:
 
     {"schema": "deepscan.scan-report", "schema_version": 1,
-     "custody": {deepscan_version, started_at, finished_at, host, python, torch, detector, weights, parameters},
+     "custody": {deepscan_version, started_at, finished_at, host, python, torch, detector, weights, parameters,
+                 decision: {method, threshold, threshold_source, reliable_range, sharpness_input_size,
+                            members: [{name, paper, input_size, weights, model_card, calibration, reliable_range,
+                                       reliability_note}]}},
      "summary": {files, complete, partial, errors, verdicts: {label: count}, interrupted},
      "files": [FileResult as dict: path, kind, status, message, sha256, size_bytes, media, frames_scanned,
                faces: [...per face...], tracks: [...per track...], verdict]}
@@ -38,7 +41,10 @@ def build_report(
     started_at: str,
     finished_at: str,
     interrupted: bool = False,
+    decision: dict | None = None,
 ) -> dict:
+    """``weights`` offers ``custody()`` (a ResolvedWeights, or the ensemble's); ``decision`` is the scan judge's
+    custody: calibration, threshold and reliable range of every detector that scored."""
     import torch
 
     statuses = Counter(result.status for result in results)
@@ -55,13 +61,9 @@ def build_report(
             "python": platform.python_version(),
             "torch": torch.__version__,
             "detector": {"name": detector_config.name, "paper": detector_config.paper},
-            "weights": {
-                "source": weights.source,
-                "path": str(weights.path) if weights.path else None,
-                "sha256": weights.sha256,
-                "trained": weights.trained,
-            },
+            "weights": weights.custody(),
             "parameters": asdict(options),
+            "decision": decision,
         },
         "summary": {
             "files": len(results),

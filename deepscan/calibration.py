@@ -1,0 +1,178 @@
+"""From a detector's fake-logit to a calibrated P(fake), and the threshold a verdict is taken at.
+
+A network's ``sigmoid(logit)`` is a score, not a probability: trained with pseudo-fakes, on faces unlike the
+footage being examined, it is typically over-confident. Platt scaling (Platt, 1999) maps the logit through a
+fitted logistic curve, ``P(fake) = sigmoid(scale * logit + bias)``, fitted on validation faces the network never
+trained on, so that a reported 0.8 means about eight in ten such faces were forged. The mapping is monotonic,
+so it changes no ranking (AUC, ROC) and only makes the numbers mean what they say.
+
+The threshold is chosen on the same validation faces by a stated rule (the highest one that catches as many
+fakes as any threshold at which at most ``target_fpr`` of the authentic faces would be called forged), never on
+test data. Weights without a
+calibration section in their model card get the identity: ``sigmoid(logit)`` and threshold 0.5.
+
+No torch here: the training side calls :func:`fit_calibration` on plain arrays, the scanner
+:meth:`Calibration.probability`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from deepscan.model_card import CalibrationSection
+
+PLATT = "platt"
+IDENTITY = "identity"
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_TARGET_FPR = 0.05
+CHECK_POINTS = 20  # stored logits (and what they must map to) in a card's calibration check
+# Almost no regularisation: with one feature and thousands of faces the fit is well determined, and a penalty
+# would pull the slope towards 0, i.e. towards under-confidence.
+PLATT_C = 1e6
+# A card's check probabilities are written as JSON floats; anything beyond rounding means another mapping.
+CHECK_TOLERANCE = 1e-6
+
+
+class CalibrationError(ValueError):
+    """Calibration that cannot be fitted or trusted; the message is one line for the user."""
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow warnings for large negative inputs."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    positive = x >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
+    exp = np.exp(x[~positive])
+    out[~positive] = exp / (1.0 + exp)
+    return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``P(fake) = sigmoid(scale * logit + bias)``; a track is fake when its P(fake) reaches ``threshold``."""
+
+    scale: float = 1.0
+    bias: float = 0.0
+    threshold: float = DEFAULT_THRESHOLD
+    method: str = IDENTITY
+    threshold_rule: str = "0.5 (no calibration in the model card)"
+
+    @property
+    def calibrated(self) -> bool:
+        return self.method != IDENTITY
+
+    def probability(self, logits: np.ndarray | Sequence[float]) -> np.ndarray:
+        return sigmoid(self.scale * np.asarray(logits, dtype=np.float64) + self.bias)
+
+    def as_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "scale": self.scale,
+            "bias": self.bias,
+            "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+        }
+
+    @classmethod
+    def from_card(cls, section: "CalibrationSection | None") -> "Calibration":
+        """The card's calibration, after checking that it maps the card's stored logits to the card's stored
+        probabilities (a card edited by hand, or a change in this code, fails here rather than mis-scoring)."""
+        if section is None:
+            return cls()
+        calibration = cls(
+            scale=section.scale,
+            bias=section.bias,
+            threshold=section.threshold,
+            method=section.method,
+            threshold_rule=section.threshold_rule or "as stated in the model card",
+        )
+        if section.check is not None:
+            expected = np.asarray(section.check.probabilities, dtype=np.float64)
+            got = calibration.probability(section.check.logits)
+            if not np.allclose(got, expected, rtol=0.0, atol=CHECK_TOLERANCE):
+                worst = int(np.argmax(np.abs(got - expected)))
+                raise CalibrationError(
+                    f"calibration check fails: logit {section.check.logits[worst]:g} maps to {got[worst]:.6f}, "
+                    f"the card says {expected[worst]:.6f}"
+                )
+        return calibration
+
+
+def fit_calibration(
+    logits: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    target_fpr: float = DEFAULT_TARGET_FPR,
+    *,
+    fitted_on: str = "validation faces",
+) -> dict:
+    """Fit Platt scaling on validation ``logits`` (the detector's raw fake-logits) and ``labels`` (1 = fake,
+    0 = real) and choose the threshold; returns the model card's ``calibration`` section.
+
+    Threshold rule: among the calibrated validation scores at which the share of validation real faces scored at
+    or above it (the false-positive rate) is at most ``target_fpr``, the highest one that reaches the best
+    true-positive rate within that budget; when even the highest score breaks the budget, a threshold just above
+    the highest score (nothing called fake).
+    ``fitted_on`` describes the faces (data set, split, how many videos) for the card's readers.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_curve
+
+    x = np.asarray(logits, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    if x.shape != y.shape:
+        raise CalibrationError(f"{x.size} logits but {y.size} labels")
+    if not np.isfinite(x).all():
+        raise CalibrationError("logits must be finite numbers")
+    if not np.isin(y, (0, 1)).all():
+        raise CalibrationError("labels must be 0 (real) or 1 (fake)")
+    if not 0.0 <= target_fpr < 1.0:
+        raise CalibrationError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    reals, fakes = int((y == 0).sum()), int((y == 1).sum())
+    if reals == 0 or fakes == 0:
+        raise CalibrationError(f"calibration needs real and fake faces (got {reals} real, {fakes} fake)")
+
+    model = LogisticRegression(C=PLATT_C, max_iter=1000).fit(x[:, None], y.astype(int))
+    scale, bias = float(model.coef_[0, 0]), float(model.intercept_[0])
+    if scale <= 0:
+        raise CalibrationError(
+            f"fitted scale {scale:.4g} is not positive: on these faces the detector does not score fakes above reals"
+        )
+    calibration = Calibration(scale=scale, bias=bias, method=PLATT)
+    probabilities = calibration.probability(x)
+
+    fpr, tpr, thresholds = roc_curve(y, probabilities, drop_intermediate=False)
+    # fpr and tpr grow as the threshold falls. Among the thresholds within the false-positive budget, take the
+    # highest one that already catches as many fakes as any of them: lower ones would spend the budget on
+    # nothing (on separable data, the smallest allowed threshold sits far below every fake, near 0).
+    within = np.flatnonzero(fpr <= target_fpr)
+    allowed = int(within[np.argmax(tpr[within] >= tpr[within].max())])
+    threshold = float(thresholds[allowed])
+    if not np.isfinite(threshold) or threshold > 1.0:  # scikit-learn's "above every score" sentinel
+        threshold = float(np.nextafter(probabilities.max(), np.inf))
+
+    order = np.sort(x)
+    stored = order[np.linspace(0, len(order) - 1, CHECK_POINTS).round().astype(int)]
+    return {
+        "method": PLATT,
+        "scale": scale,
+        "bias": bias,
+        "threshold": threshold,
+        "threshold_rule": (
+            f"highest threshold on the calibrated validation scores that reaches the best true-positive rate "
+            f"while the false-positive rate on the {reals} validation real faces stays at most {target_fpr:g}"
+        ),
+        "fitted_on": fitted_on,
+        "val_faces": int(x.size),
+        "target_fpr": float(target_fpr),
+        "val_fpr": float(fpr[allowed]),
+        "val_tpr": float(tpr[allowed]),
+        "check": {
+            "logits": [float(v) for v in stored],
+            "probabilities": [float(v) for v in calibration.probability(stored)],
+        },
+    }

@@ -1,0 +1,103 @@
+"""Platt calibration: fitted on validation logits, its threshold by a stated rule, and the card's own check."""
+
+import numpy as np
+import pytest
+
+from deepscan.calibration import CHECK_POINTS, Calibration, CalibrationError, fit_calibration, sigmoid
+from deepscan.model_card import CalibrationSection
+
+
+def _validation(n=4000, scale=2.0, bias=-1.0, seed=0):
+    """Logits whose true P(fake) is sigmoid(scale * logit + bias): what a well-specified Platt fit recovers."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.5, 2.0, n)
+    labels = (rng.random(n) < sigmoid(scale * logits + bias)).astype(int)
+    return logits, labels
+
+
+def test_fit_recovers_the_logistic_mapping_and_fills_the_card_section():
+    logits, labels = _validation()
+    section = fit_calibration(logits, labels, fitted_on="synthetic val")
+    assert section["method"] == "platt" and section["fitted_on"] == "synthetic val"
+    assert section["scale"] == pytest.approx(2.0, abs=0.2) and section["bias"] == pytest.approx(-1.0, abs=0.2)
+    assert section["val_faces"] == len(logits) and 0.0 <= section["threshold"] <= 1.0
+    assert "false-positive rate" in section["threshold_rule"]
+    # The card section reads back and passes its own check.
+    calibration = Calibration.from_card(CalibrationSection.model_validate(section))
+    assert calibration.calibrated and calibration.threshold == section["threshold"]
+
+
+def test_check_holds_twenty_evenly_spaced_stored_logits_and_their_probabilities():
+    logits, labels = _validation()
+    check = fit_calibration(logits, labels)["check"]
+    assert len(check["logits"]) == len(check["probabilities"]) == CHECK_POINTS
+    assert check["logits"] == sorted(check["logits"])
+    assert check["logits"][0] == logits.min() and check["logits"][-1] == logits.max()
+    assert set(check["logits"]) <= set(logits.tolist())  # stored validation logits, not invented ones
+
+
+@pytest.mark.parametrize("target", [0.01, 0.05, 0.2])
+def test_threshold_catches_the_most_fakes_within_the_fpr_budget_and_is_the_highest_that_does(target):
+    logits, labels = _validation(n=3000, seed=1)
+    section = fit_calibration(logits, labels, target_fpr=target)
+    probabilities = Calibration(section["scale"], section["bias"], method="platt").probability(logits)
+    reals, fakes = probabilities[labels == 0], probabilities[labels == 1]
+    threshold = section["threshold"]
+    assert (reals >= threshold).mean() <= target
+    assert section["val_fpr"] == pytest.approx((reals >= threshold).mean())
+    caught = (fakes >= threshold).mean()
+    assert section["val_tpr"] == pytest.approx(caught)
+    for candidate in np.unique(probabilities):
+        if (reals >= candidate).mean() <= target:  # every threshold within the budget catches at most as many
+            assert (fakes >= candidate).mean() <= caught
+    higher = probabilities[probabilities > threshold]
+    if higher.size:  # the next higher validation score would catch fewer fakes
+        assert (fakes >= higher.min()).mean() < caught
+
+
+def test_on_separable_data_the_threshold_does_not_sink_towards_zero():
+    logits = np.concatenate([np.linspace(-8, -2, 200), np.linspace(2, 8, 200)])
+    labels = np.array([0] * 200 + [1] * 200)
+    section = fit_calibration(logits, labels, target_fpr=0.05)
+    probabilities = Calibration(section["scale"], section["bias"], method="platt").probability(logits)
+    assert section["val_tpr"] == 1.0 and section["val_fpr"] == 0.0
+    assert section["threshold"] == pytest.approx(probabilities[labels == 1].min())
+
+
+def test_threshold_above_every_score_when_even_the_top_score_is_real():
+    logits = np.array([5.0, -3.0, -2.0, -1.0, 1.0, 2.0, 3.0, 4.0])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # the top score is a real face: 1 real in 4, far above the target
+    section = fit_calibration(logits, labels, target_fpr=0.05)
+    probabilities = Calibration(section["scale"], section["bias"], method="platt").probability(logits)
+    assert section["threshold"] > probabilities.max() and section["val_fpr"] == 0.0
+
+
+def test_identity_without_a_card_section():
+    calibration = Calibration.from_card(None)
+    assert not calibration.calibrated and calibration.threshold == 0.5
+    np.testing.assert_allclose(calibration.probability([-2.0, 0.0, 3.0]), sigmoid(np.array([-2.0, 0.0, 3.0])))
+
+
+def test_sigmoid_is_stable_at_extremes():
+    values = sigmoid(np.array([-1000.0, 0.0, 1000.0]))
+    assert values.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_a_card_whose_check_fails_is_refused():
+    logits, labels = _validation()
+    section = fit_calibration(logits, labels)
+    section["bias"] += 0.5  # edited by hand after the fit
+    with pytest.raises(CalibrationError, match="calibration check fails"):
+        Calibration.from_card(CalibrationSection.model_validate(section))
+
+
+@pytest.mark.parametrize("logits, labels, message", [
+    ([0.1, 0.2, 0.3], [0, 0, 0], "real and fake"),
+    ([0.1, 0.2], [0, 1, 1], "2 logits but 3 labels"),
+    ([0.1, float("nan")], [0, 1], "finite"),
+    ([0.1, 0.2], [0, 2], "0 \\(real\\) or 1"),
+    ([3.0, 2.0, 1.0, -1.0, -2.0, -3.0], [0, 0, 0, 1, 1, 1], "not positive"),
+])
+def test_unusable_validation_data_is_one_clear_error(logits, labels, message):
+    with pytest.raises(CalibrationError, match=message):
+        fit_calibration(logits, labels)
