@@ -102,3 +102,37 @@ def test_bad_labels_are_refused():
         metrics.auc([0, 2], [0.1, 0.2])
     with pytest.raises(ValueError):
         metrics.auc([0, 1, 1], [0.1, 0.2])
+
+
+def test_rates_at_a_threshold_by_hand():
+    # At 0.6 (a score equal to it is fake): the real 0.6 is a false alarm (1 of 4), fakes 0.7, 0.8, 0.9 caught (3 of 4).
+    assert metrics.false_positive_rate(LABELS, SCORES, 0.6) == pytest.approx(1 / 4)
+    assert metrics.true_positive_rate(LABELS, SCORES, 0.6) == pytest.approx(3 / 4)
+    # Just above it: no false alarm, the same fakes caught.
+    assert metrics.false_positive_rate(LABELS, SCORES, 0.65) == 0.0
+    assert metrics.true_positive_rate(LABELS, SCORES, 0.35) == 1.0
+    # Each rate needs only its own class.
+    assert metrics.false_positive_rate([0, 0, 0], [0.1, 0.5, 0.9], 0.5) == pytest.approx(2 / 3)
+    assert metrics.true_positive_rate([0, 0, 0], [0.1, 0.5, 0.9], 0.5) is None
+    assert metrics.false_positive_rate([1, 1], [0.1, 0.9], 0.5) is None
+
+
+def test_summary_at_the_card_threshold():
+    summary = metrics.summarize(LABELS, SCORES, card_threshold=0.65, bootstrap=0)
+    assert summary["card_threshold"] == 0.65
+    assert summary["fpr_at_card_threshold"] == 0.0
+    assert summary["tpr_at_card_threshold"] == pytest.approx(3 / 4)
+    assert summary["balanced_acc_at_card_threshold"] == pytest.approx((1 + 3 / 4) / 2)
+    assert "fpr_at_card_threshold" not in metrics.summarize(LABELS, SCORES, bootstrap=0)
+
+
+def test_summary_of_real_only_data_gives_the_false_alarm_rate():
+    # Authentic footage only: how often is a real face called fake? Everything needing fakes is None.
+    summary = metrics.summarize([0, 0, 0, 0], [0.1, 0.2, 0.75, 0.9], card_threshold=0.7, bootstrap=50)
+    assert summary["fpr_at_card_threshold"] == pytest.approx(2 / 4)
+    assert summary["acc@0.5"] == pytest.approx(2 / 4)
+    for key in ("auc", "auc_ci95", "ap", "eer", "balanced_acc@0.5", "tpr@fpr=0.01", "tpr_at_card_threshold",
+                "balanced_acc_at_card_threshold"):
+        assert summary[key] is None, key
+    fakes = metrics.summarize([1, 1], [0.4, 0.8], card_threshold=0.7, bootstrap=50)
+    assert fakes["tpr_at_card_threshold"] == pytest.approx(1 / 2) and fakes["fpr_at_card_threshold"] is None

@@ -65,6 +65,19 @@ def test_table_has_one_row_per_method_at_every_level(runs):
     assert all(table.row_count == 2 for table in tables)
 
 
+def test_card_threshold_table_gives_rates_with_their_counts(runs):
+    summaries = [run.to_dict() for run in runs]
+    rows = report.card_threshold_rows(summaries)
+    assert [row["method"] for row in rows] == ["first", "second"]
+    # No card: the scan's default 0.5. Gain 4 puts brightness above 127.5 at P(fake) >= 0.5: real 160 (1 of 3)
+    # and fakes 140, 200, 230 (3 of 3); videos (median): real b.png (160), fakes a.mp4 and c.png.
+    assert rows[0]["threshold"] == "0.500 (default)"
+    assert rows[0]["FPR frame"] == "0.333 (1/3)"
+    assert rows[0]["TPR frame"] == "1.000 (3/3)"
+    assert rows[0]["FPR video"] == "0.500 (1/2)"
+    assert any("model card's threshold" in str(table.title) for table in report.tables(summaries))
+
+
 def test_outputs_are_written_where_asked(tmp_path, runs, samples):
     folder = tmp_path / "nested" / "results"
     written = report.write_outputs(folder, runs, samples, {"data": ["x"]})
@@ -84,9 +97,32 @@ def test_outputs_are_written_where_asked(tmp_path, runs, samples):
     clean_first = [r for r in rows if r["method"] == "first" and r["condition"] == "clean"]
     assert roc_auc_score([int(r["label"]) for r in clean_first], [float(r["score"]) for r in clean_first]) == \
         pytest.approx(frame["auc"])
+    # The score is the (calibrated) P(fake) of the logit beside it; no card here, so sigmoid(logit).
+    assert [float(r["score"]) for r in clean_first] == \
+        pytest.approx([1 / (1 + np.exp(-float(r["logit"]))) for r in clean_first], abs=1e-6)
+    assert frame["fpr_at_card_threshold"] == pytest.approx(1 / 3)
     assert {r["media"] for r in clean_first} == {s.video for s in samples}
     with Image.open(folder / "roc_frame.png") as image:
         assert image.size[0] > 100
+
+
+def test_one_class_data_is_tabled_and_written_without_warnings(tmp_path, samples):
+    import warnings
+
+    reals = [sample for sample in samples if sample.label == 0]
+    runs = [evaluate_method(ScaledBrightness(4.0), "first", {"sha256": None}, reals, [("gaussian_noise", 30.0)],
+                            ScoreCache(None), bootstrap=20)]
+    summaries = [run.to_dict() for run in runs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no matplotlib legend warning, no numpy warning on empty classes
+        tables = report.tables(summaries)
+        report.write_outputs(tmp_path, runs, reals, {"data": ["x"]})
+    assert report.metric_rows(summaries, "frame")[0]["AUC [95% CI]"] == "-"
+    assert report.card_threshold_rows(summaries)[0]["FPR frame"] == "0.333 (1/3)"
+    assert report.card_threshold_rows(summaries)[0]["TPR frame"] == "-"
+    assert len(tables) >= 4
+    frame = json.loads((tmp_path / "results.json").read_text())["methods"][0]["conditions"]["clean"]["frame"]
+    assert frame["auc"] is None and frame["fpr_at_card_threshold"] == pytest.approx(1 / 3)
 
 
 # --- the command -------------------------------------------------------------------------------------------
@@ -161,3 +197,66 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, face_folder, args, message):
 def test_missing_data_is_reported(tmp_path):
     result = runner.invoke(app, ["evaluate", "-m", "faclue", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no such file or folder" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def real_only_folder(tmp_path_factory):
+    """Authentic faces only, as an investigator's footage to measure false alarms on."""
+    root = tmp_path_factory.mktemp("real-only")
+    (root / "real").mkdir()
+    for name, image in (("hopper", portrait()), ("second", second_portrait())):
+        Image.fromarray(image).save(root / "real" / f"{name}.png")
+    return root
+
+
+def _card(scale: float, bias: float, threshold: float) -> dict:
+    return {"method": "platt", "scale": scale, "bias": bias, "threshold": threshold, "threshold_rule": "test",
+            "fitted_on": "test"}
+
+
+def test_real_only_data_gives_the_false_alarm_rate_at_the_cards_threshold(tmp_path, real_only_folder, shipped):
+    import math
+
+    # tiny_a gives every face the logit 2: calibrated P(fake) = sigmoid(0.5 * 2 - 0.5) = 0.622, below the card's
+    # threshold 0.7 (no false alarm), though above 0.5 (where every real face would be called fake).
+    weights = shipped.add("tiny_a", 2.0, calibration=_card(0.5, -0.5, 0.7))
+    out = tmp_path / "out"
+    args = ["evaluate", "-m", "tiny_a", str(real_only_folder), "--cache-dir", str(tmp_path / "cache"),
+            "--bootstrap", "20"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "real samples only" in result.stderr
+    assert "model card's threshold" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    [method] = results["methods"]
+    assert method["calibration"]["method"] == "platt" and method["calibration"]["threshold"] == 0.7
+    assert method["calibration"]["threshold_source"] == "model card"
+    assert method["weights"]["model_card"]["path"].endswith("tiny_a.card.json")
+    assert results["notes"] and "fpr_at_card_threshold" in results["notes"][0]
+    clean = method["conditions"]["clean"]
+    for level in ("frame", "video_median"):
+        entry = clean[level]
+        assert entry["n_real"] == 2 and entry["n_fake"] == 0
+        assert entry["auc"] is None and entry["ap"] is None and entry["eer"] is None
+        assert entry["card_threshold"] == 0.7
+        assert entry["fpr_at_card_threshold"] == 0.0 and entry["tpr_at_card_threshold"] is None
+        assert entry["balanced_acc_at_card_threshold"] is None
+    assert clean["frame"]["acc@0.5"] == 0.0  # at 0.5 both real faces would be false alarms
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["logit"]) for r in rows] == pytest.approx([2.0, 2.0], abs=1e-5)
+    assert [float(r["score"]) for r in rows] == pytest.approx([1 / (1 + math.exp(-0.5))] * 2, abs=1e-5)
+
+    # A new card for the same weights (same sha256, same score cache): the new calibration is applied, not
+    # scores cached under the old one. sigmoid(2) = 0.881 >= 0.7: both real faces are now false alarms.
+    shipped.card(weights, calibration=_card(1.0, 0.0, 0.7))
+    shipped.seal()
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    method = json.loads((tmp_path / "again" / "results.json").read_text())["methods"][0]
+    assert method["calibration"]["scale"] == 1.0
+    assert method["conditions"]["clean"]["frame"]["fpr_at_card_threshold"] == 1.0
+    assert method["conditions"]["clean"]["video_median"]["fpr_at_card_threshold"] == 1.0
+    with open(tmp_path / "again" / "scores.csv") as handle:
+        assert [float(r["score"]) for r in csv.DictReader(handle)] == \
+            pytest.approx([1 / (1 + math.exp(-2.0))] * 2, abs=1e-5)

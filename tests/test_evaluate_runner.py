@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from deepscan.calibration import Calibration
 from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.evaluate import runner
-from deepscan.evaluate.runner import Sample, ScoreCache, aggregate_videos, evaluate_method, score_samples
+from deepscan.evaluate.runner import (Sample, ScoreCache, aggregate_videos, evaluate_method, logit_cache_key,
+                                      score_samples)
 
 
 class BrightnessDetector(Detector):
@@ -72,7 +74,8 @@ def test_scores_are_cached_per_model_sample_and_condition(tmp_path, samples):
     assert not np.allclose(salted, first)
     cache.close()
     reopened = ScoreCache(tmp_path / "scores.sqlite")
-    assert reopened.get("model-a", [samples[0].key], "none", 0.0)[samples[0].key] == pytest.approx(first[0])
+    # The cache holds the raw logit, 8 (60/255 - 0.5), not the probability: calibration is applied after it.
+    assert reopened.get("model-a", [samples[0].key], "none", 0.0)[samples[0].key] == pytest.approx(8 * (60 / 255 - 0.5), abs=1e-5)
     reopened.close()
 
 
@@ -140,3 +143,83 @@ def test_scores_of_an_untrained_detector_are_never_cached(tmp_path):
     assert cache.get(None, ["sample"], "clean", 0.0) == {}
     assert cache.get("abc123", ["sample"], "clean", 0.0) == {"sample": 0.3}
     cache.close()
+
+
+# --- the model card's calibration and threshold ----------------------------------------------------------------
+
+# P(fake) = sigmoid(0.5 logit - 1) = sigmoid(4 b/255 - 3) for brightness b; the threshold sits at brightness 175.
+CARD = Calibration(scale=0.5, bias=-1.0, threshold=float(1 / (1 + np.exp(-(4 * 175 / 255 - 3)))), method="platt")
+
+
+def test_scores_are_calibrated_and_rated_at_the_cards_threshold(samples):
+    run = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, samples, [], ScoreCache(None),
+                          calibration=CARD, bootstrap=0)
+    logits = run.logits["clean"]
+    assert logits[0] == pytest.approx(8 * (60 / 255 - 0.5), abs=1e-5)
+    assert run.scores["clean"] == pytest.approx(1 / (1 + np.exp(-(0.5 * logits - 1))))  # calibrated, not sigmoid(logit)
+    frame, median = run.results["clean"]["frame"], run.results["clean"]["video_median"]
+    assert frame["card_threshold"] == median["card_threshold"] == CARD.threshold
+    # Frames: reals 60, 80, 100, 180 -> 180 called fake (1 of 4); fakes 150, 170, 220, 200 -> 2 of 4 caught.
+    assert frame["fpr_at_card_threshold"] == pytest.approx(1 / 4)
+    assert frame["tpr_at_card_threshold"] == pytest.approx(2 / 4)
+    assert frame["balanced_acc_at_card_threshold"] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    # At 0.5 the same calibrated scores give other rates (180 -> 0.456 is not a false alarm there): the card's
+    # threshold, not 0.5, is the one used.
+    assert frame["balanced_acc@0.5"] != pytest.approx(frame["balanced_acc_at_card_threshold"])
+    # Videos, median of the calibrated frame scores as the scan's track verdict: /y/real/a.mp4 (100, 180) ->
+    # (0.193 + 0.456) / 2 = 0.325 < 0.437: no false alarm; /d/fake/a.mp4 (150, 170, 220) -> its 170 is below,
+    # /d/fake/b.mp4 (200) caught.
+    assert median["fpr_at_card_threshold"] == 0.0
+    assert median["tpr_at_card_threshold"] == pytest.approx(1 / 2)
+    assert median["balanced_acc_at_card_threshold"] == pytest.approx(0.75)
+    assert "fpr_at_card_threshold" not in run.results["clean"]["video_mean"]  # not what a scan does
+    summary = run.to_dict()["calibration"]
+    assert summary["method"] == "platt" and summary["threshold"] == CARD.threshold
+    assert summary["threshold_source"] == "model card" and summary["threshold_levels"] == ["frame", "video_median"]
+
+
+def test_without_a_card_the_threshold_is_the_scans_default(samples):
+    run = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, samples, [], ScoreCache(None),
+                          bootstrap=0)
+    frame = run.results["clean"]["frame"]
+    assert frame["card_threshold"] == 0.5
+    assert frame["fpr_at_card_threshold"] == pytest.approx(1 / 4)  # 180 of 60, 80, 100, 180 is above 127.5
+    assert run.to_dict()["calibration"]["threshold_source"].startswith("default")
+
+
+def test_a_changed_calibration_never_meets_stale_scores(tmp_path, samples):
+    # The same weights (one cache key), first with one card, then with another: the logits are reused, the
+    # scores follow the new card.
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    detector = BrightnessDetector()
+    before = evaluate_method(detector, "brightness", {"sha256": "abc"}, samples, [], cache, bootstrap=0)
+    assert detector.faces_scored == len(samples)
+    after = evaluate_method(detector, "brightness", {"sha256": "abc"}, samples, [], cache, calibration=CARD,
+                            bootstrap=0)
+    assert detector.faces_scored == len(samples)  # nothing scored again: the raw logits came from the cache
+    assert after.scores["clean"] == pytest.approx(CARD.probability(before.logits["clean"]))
+    assert not np.allclose(after.scores["clean"], before.scores["clean"])
+    assert after.results["clean"]["frame"]["fpr_at_card_threshold"] == pytest.approx(1 / 4)
+    cache.close()
+
+
+def test_logit_cache_key_covers_what_builds_the_detector():
+    key = logit_cache_key("abc", 224, {"backbone": "b0"})
+    assert key == logit_cache_key("abc", 224, {"backbone": "b0"})
+    assert key != logit_cache_key("abc", 256, {"backbone": "b0"})  # a card may set the input size
+    assert key != logit_cache_key("abc", 224, {"backbone": "b4"})
+    assert key != logit_cache_key("abd", 224, {"backbone": "b0"})
+    assert logit_cache_key(None, 224) is None  # untrained: never cached
+
+
+def test_real_only_data_is_evaluated(samples):
+    reals = [s for s in samples if s.label == 0]
+    run = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, reals, [("contrast", 0.2)],
+                          ScoreCache(None), calibration=CARD, bootstrap=20)
+    frame = run.results["clean"]["frame"]
+    assert frame["n_real"] == 4 and frame["n_fake"] == 0
+    assert frame["auc"] is None and frame["auc_ci95"] is None and frame["eer"] is None
+    assert frame["fpr_at_card_threshold"] == pytest.approx(1 / 4) and frame["tpr_at_card_threshold"] is None
+    summary = run.to_dict()
+    assert summary["conditions"]["contrast@0.2"]["auc_drop"]["frame"] is None
+    assert "per_manipulation" not in summary["conditions"]["clean"]

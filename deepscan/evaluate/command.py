@@ -46,7 +46,7 @@ def _conditions(specs: list[str]) -> list[tuple[str, float]]:
 def _detectors(options: EvaluateOptions):
     """(method, config, resolved weights) per method; every error found before any heavy work starts."""
     from deepscan.registry import UnknownDetectorError, get_config
-    from deepscan.weights import WeightsError, resolve_weights
+    from deepscan.weights import WeightsError, resolve_detector_weights
 
     if len(set(options.methods)) != len(options.methods):
         raise EvaluationError("each --method may be given once")
@@ -60,7 +60,7 @@ def _detectors(options: EvaluateOptions):
     for method, spec in zip(options.methods, specs):
         try:
             config = get_config(method)
-            resolved = resolve_weights(config.weights, None if spec == "shipped" else spec)
+            resolved = resolve_detector_weights(config, None if spec == "shipped" else spec)
         except (UnknownDetectorError, WeightsError) as error:
             raise EvaluationError(str(error)) from None
         found.append((method, config, resolved))
@@ -75,11 +75,43 @@ def _extraction_input_size() -> int:
     return max(get_config(name).input_size for name in list_detectors())
 
 
+def _architecture(resolved) -> str | dict | None:
+    """The architecture settings ``build_detector`` takes (the weights' metadata, else the model card's), for the
+    logit cache's key: a card that changes them must not meet logits of the old build."""
+    from deepscan.weights import weights_metadata
+
+    metadata = weights_metadata(resolved)
+    if "detector_kwargs" in metadata:
+        return metadata["detector_kwargs"]
+    return resolved.card.detector.architecture_kwargs if resolved.card else None
+
+
+def one_class_notes(summaries: list[dict]) -> list[str]:
+    """What to say when the test data holds reals only or fakes only (measuring false alarms on authentic
+    footage, or misses on forgeries): which metrics are left out, and which one answers the question."""
+    if not summaries:
+        return []
+    frame = summaries[0]["conditions"]["clean"]["frame"]
+    video = summaries[0]["conditions"]["clean"]["video_median"]
+    if frame["n_fake"] == 0:
+        present, rate = "real", "fpr_at_card_threshold: the share of real faces / videos called fake (false alarms)"
+    elif frame["n_real"] == 0:
+        present, rate = "fake", "tpr_at_card_threshold: the share of fake faces / videos caught"
+    else:
+        return []
+    return [
+        f"the test data holds {present} samples only ({frame['n']} faces in {video['n']} videos/images): AUC, AP, "
+        f"EER, TPR at FPR and balanced accuracy need real and fake samples and are left out (null); the rate that "
+        f"is measured is {rate}, at each model card's threshold"
+    ]
+
+
 def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from deepscan.evaluate.report import tables, write_outputs
-    from deepscan.evaluate.runner import ScoreCache, collect_samples, default_score_cache, evaluate_method
+    from deepscan.evaluate.runner import (ScoreCache, collect_samples, default_score_cache, evaluate_method,
+                                          logit_cache_key)
 
     conditions = _conditions(options.perturb)
     detectors = _detectors(options)
@@ -134,19 +166,27 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
 
             try:
                 detector, resolved = build_detector(method, resolved=resolved)
+                calibration = resolved.calibration
+                cache_key = logit_cache_key(resolved.sha256, detector.config.input_size, _architecture(resolved))
             except WeightsError as error:
                 raise EvaluationError(str(error)) from None
             if not resolved.trained:
                 err.print(f"[bold magenta]warning:[/] {method} has no trained weights: its scores are random and "
                           "its metrics mean nothing. Pass --weights.")
             detector = detector.to(device).eval()
-            weights = {"source": resolved.source, "path": str(resolved.path) if resolved.path else None,
-                       "sha256": resolved.sha256, "trained": resolved.trained}
+            if calibration.calibrated:
+                err.print(f"note: {method}: scores are P(fake) calibrated by its model card ({calibration.method}); "
+                          f"the card's threshold {calibration.threshold:.4g} is the scan's verdict threshold")
+            elif resolved.trained:
+                err.print(f"note: {method}'s weights have no calibration in a model card: scores are sigmoid(logit) "
+                          "and the scan's verdict threshold is 0.5")
+            weights = {**resolved.custody(), "model_card": resolved.card_custody()}
             total = (len(val_samples or []) + len(test.samples) * (1 + len(conditions)))
             with progress_bar() as progress:
                 task = progress.add_task(f"scoring with {method}", total=total)
                 runs.append(evaluate_method(
-                    detector, method, weights, test.samples, conditions, cache, val_samples=val_samples,
+                    detector, method, weights, test.samples, conditions, cache, calibration=calibration,
+                    cache_key=cache_key, val_samples=val_samples,
                     batch_size=options.batch_size, bootstrap=options.bootstrap, seed=options.seed,
                     on_batch=lambda count, task=task: progress.advance(task, count),
                 ))
@@ -158,8 +198,11 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
     for table in tables(summaries):
         out.print(table)
     if val_samples is None:
-        err.print("note: no --val data, so accuracy is at the fixed threshold 0.5 only (a threshold is never "
-                  "chosen on the test data)")
+        err.print("note: no --val data, so accuracy is at 0.5 only, besides the rates at each model card's threshold "
+                  "(a threshold is never chosen on the test data)")
+    notes = one_class_notes(summaries)
+    for note in notes:
+        err.print(f"note: {escape(note)}")
     if options.out_dir is not None:
         meta = {
             "data": [str(p) for p in options.data],
@@ -172,6 +215,10 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
             "seed": options.seed,
             "media_files": test.media_files,
             "faceless_media": test.faceless,
+            "scores": "calibrated P(fake): each method's raw logit through its model card's calibration "
+                      "(methods[].calibration); *_at_card_threshold metrics use that card's threshold, at frame "
+                      "level and video_median level (the scan's verdict)",
+            "notes": notes,
         }
         written = write_outputs(options.out_dir, runs, test.samples, meta)
         err.print(f"wrote {len(written)} files to {escape(str(options.out_dir))} (results.json, scores.csv, PNGs)")

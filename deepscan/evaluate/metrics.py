@@ -1,14 +1,19 @@
 """Detection metrics over (labels, scores): pure functions, label 1 = fake, 0 = real, score = P(fake).
 
-Every metric comes from scikit-learn; this module only fixes the conventions the papers leave open:
+Every ranking metric comes from scikit-learn (the rates at one threshold are plain counts); this module only
+fixes the conventions the papers leave open:
 - a sample is called fake when its score is ``>= threshold``;
 - EER is read off the ROC curve where the false-positive and false-negative rates cross, interpolating
   linearly between the two ROC points around the crossing (the ROC is piecewise linear anyway);
 - TPR at FPR x is the highest TPR among ROC points whose FPR is ``<= x`` (no interpolation: a claim of
   "99 % of fakes caught at 1 % false alarms" must be attainable with some threshold);
 - a threshold chosen on validation data maximises balanced accuracy, and lies halfway between two
-  neighbouring validation scores, so that it does not sit exactly on a validation sample.
-A metric that needs both classes is ``None`` when one class is missing.
+  neighbouring validation scores, so that it does not sit exactly on a validation sample;
+- the false-positive rate at a threshold is the share of real samples called fake, the true-positive rate the
+  share of fakes caught; each needs only its own class, so real-only data (authentic footage, to measure false
+  alarms) still has an FPR.
+A metric that needs both classes is ``None`` when one class is missing; one that needs a class that is absent
+(the FPR without reals, the TPR without fakes) is ``None`` too.
 """
 
 from __future__ import annotations
@@ -60,6 +65,20 @@ def balanced_accuracy(labels, scores, threshold: float) -> float | None:
 
     labels, scores = _arrays(labels, scores)
     return float(balanced_accuracy_score(labels, scores >= threshold)) if has_both_classes(labels) else None
+
+
+def false_positive_rate(labels, scores, threshold: float) -> float | None:
+    """Share of real samples (label 0) scored ``>= threshold``, i.e. called fake; None without reals."""
+    labels, scores = _arrays(labels, scores)
+    real = labels == 0
+    return float((scores[real] >= threshold).mean()) if real.any() else None
+
+
+def true_positive_rate(labels, scores, threshold: float) -> float | None:
+    """Share of fake samples (label 1) scored ``>= threshold``, i.e. caught; None without fakes."""
+    labels, scores = _arrays(labels, scores)
+    fake = labels == 1
+    return float((scores[fake] >= threshold).mean()) if fake.any() else None
 
 
 def equal_error_rate(labels, scores) -> float | None:
@@ -144,11 +163,13 @@ def summarize(
     scores,
     *,
     val_threshold: float | None = None,
+    card_threshold: float | None = None,
     groups: Sequence[str] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Every metric of one level (frame or video) in one dict; ``*_val`` only when a threshold came from --val."""
+    """Every metric of one level (frame or video) in one dict; ``*@val`` only when a threshold came from --val,
+    ``*_at_card_threshold`` only when ``card_threshold`` (the threshold a scan takes verdicts at) is given."""
     labels, scores = _arrays(labels, scores)
     result = {
         "n": int(len(labels)),
@@ -167,4 +188,9 @@ def summarize(
         result["val_threshold"] = val_threshold
         result["acc@val"] = accuracy(labels, scores, val_threshold)
         result["balanced_acc@val"] = balanced_accuracy(labels, scores, val_threshold)
+    if card_threshold is not None:
+        result["card_threshold"] = float(card_threshold)
+        result["fpr_at_card_threshold"] = false_positive_rate(labels, scores, card_threshold)
+        result["tpr_at_card_threshold"] = true_positive_rate(labels, scores, card_threshold)
+        result["balanced_acc_at_card_threshold"] = balanced_accuracy(labels, scores, card_threshold)
     return result

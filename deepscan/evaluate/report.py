@@ -1,8 +1,11 @@
 """What `deepscan evaluate` shows and writes: rich tables, results.json, per-sample scores.csv, ROC and histogram PNGs.
 
 Every number carries its level: ``frame`` (one score per face crop), ``video_mean`` (mean of a video's frame
-scores) or ``video_median`` (the scan's own track aggregate). The CSV holds one row per (method, condition,
-sample) with the sample's media file and frame, so that any number in results.json can be recomputed.
+scores) or ``video_median`` (the scan's own track aggregate). Scores are calibrated P(fake) (the weights' model
+card calibration); the rates at the card's threshold, the one a scan takes verdicts at, are given at frame level
+and at the scan's video level (median). The CSV holds one row per (method, condition, sample) with the sample's
+media file and frame, its calibrated score and its raw logit, so that any number in results.json can be
+recomputed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from deepscan.evaluate.runner import LEVELS, MethodRun, Sample, level_arrays
+from deepscan.evaluate.runner import CARD_THRESHOLD_LEVELS, LEVELS, MethodRun, Sample, level_arrays
 
 LEVEL_TITLES = {"frame": "frame level", "video_mean": "video level (mean of frames)",
                 "video_median": "video level (median: the scan's track aggregate)"}
@@ -74,6 +77,34 @@ def metrics_table(runs: Sequence[dict], level: str):
     return _table(f"{LEVEL_TITLES[level]}: clean data", rows)
 
 
+CARD_LEVEL_NAMES = {"frame": "frame", "video_median": "video"}
+
+
+def _rate(rate: float | None, count: int) -> str:
+    """``0.083 (1/12)``: the rate and what it counts, so that a rate on few samples reads as such."""
+    if rate is None:
+        return "-"
+    return f"{rate:.3f} ({round(rate * count)}/{count})"
+
+
+def card_threshold_rows(runs: Sequence[dict], condition: str = "clean") -> list[dict[str, str]]:
+    """One row per method: the card's threshold, and at it the share of reals called fake (FPR), the share of
+    fakes caught (TPR) and the balanced accuracy, per face and per video (median, as the scan)."""
+    rows = []
+    for run in runs:
+        calibration = run["calibration"]
+        source = "card" if calibration["threshold_source"] == "model card" else "default"
+        row = {"method": run["method"], "threshold": f"{calibration['threshold']:.3f} ({source})"}
+        for level in CARD_THRESHOLD_LEVELS:
+            result = run["conditions"][condition][level]
+            name = CARD_LEVEL_NAMES[level]
+            row[f"FPR {name}"] = _rate(result.get("fpr_at_card_threshold"), result["n_real"])
+            row[f"TPR {name}"] = _rate(result.get("tpr_at_card_threshold"), result["n_fake"])
+            row[f"BalACC {name}"] = _number(result.get("balanced_acc_at_card_threshold"))
+        rows.append(row)
+    return rows
+
+
 def manipulation_rows(runs: Sequence[dict]) -> list[dict[str, str]]:
     rows = []
     for run in runs:
@@ -97,6 +128,9 @@ def robustness_rows(runs: Sequence[dict], level: str) -> list[dict[str, str]]:
 def tables(runs: Sequence[dict]) -> list:
     """Every table to print, in order."""
     shown = [metrics_table(runs, level) for level in LEVELS]
+    shown.append(_table("at the model card's threshold, the scan's verdict threshold (FPR: reals called fake, "
+                        "TPR: fakes caught; video: median of frames, as the scan): clean data",
+                        card_threshold_rows(runs)))
     if any(manipulation_rows([run]) for run in runs):
         shown.append(_table("AUC per manipulation (reals of the same data + that manipulation's fakes)",
                             manipulation_rows(runs)))
@@ -128,19 +162,21 @@ def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sa
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "weights_sha256", "condition", "perturbation", "strength", "dataset", "media",
-                         "frame", "label", "manipulation", "sample", "score"])
+                         "frame", "label", "manipulation", "sample", "score", "logit"])
         for run in runs:
             for name, scores in run.scores.items():
                 perturbation, strength = run.conditions[name]
-                for sample, score in zip(samples, scores):
+                logits = run.logits.get(name, [float("nan")] * len(samples))
+                for sample, score, logit in zip(samples, scores, logits):
                     writer.writerow([run.method, run.weights.get("sha256") or "", name, perturbation, f"{strength:g}",
                                      sample.dataset, sample.video, sample.frame_index, sample.label,
-                                     sample.manipulation, sample.key, f"{score:.6f}"])
+                                     sample.manipulation, sample.key, f"{score:.6f}", f"{logit:.6f}"])
     return path
 
 
 def write_plots(folder: Path, runs: Sequence[MethodRun], samples: Sequence[Sample]) -> list[Path]:
-    """roc_<level>.png (every method on one plot) and hist_<method>_<level>.png, clean data."""
+    """roc_<level>.png (every method on one plot) and hist_<method>_<level>.png, clean data; the histograms of the
+    levels a scan judges at mark the card's threshold. Data of one class gets an empty ROC saying so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,16 +188,21 @@ def write_plots(folder: Path, runs: Sequence[MethodRun], samples: Sequence[Sampl
     written = []
     for level in LEVELS:
         figure, axes = plt.subplots(figsize=(5, 5))
+        curves = 0
         for run in runs:
             labels, scores, _ = level_arrays(samples, run.scores["clean"], level)
             if has_both_classes(labels):
                 fpr, tpr, _ = roc_curve(labels, scores)
                 auc = run.results["clean"][level]["auc"]
                 axes.plot(fpr, tpr, label=f"{run.method} (AUC {auc:.3f})")
+                curves += 1
         axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         axes.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
                  title=f"ROC, {LEVEL_TITLES[level]}", xlim=(0, 1), ylim=(0, 1.01))
-        axes.legend(loc="lower right", fontsize="small")
+        if curves:
+            axes.legend(loc="lower right", fontsize="small")
+        else:
+            axes.text(0.5, 0.55, "no ROC: the data holds\nonly one class (real or fake)", ha="center", va="center")
         figure.tight_layout()
         written.append(folder / f"roc_{level}.png")
         figure.savefig(written[-1], dpi=100)
@@ -172,6 +213,10 @@ def write_plots(folder: Path, runs: Sequence[MethodRun], samples: Sequence[Sampl
             bins = np.linspace(0, 1, 26)
             axes.hist(scores[labels == 0], bins=bins, alpha=0.6, label=f"real ({(labels == 0).sum()})", color="tab:green")
             axes.hist(scores[labels == 1], bins=bins, alpha=0.6, label=f"fake ({(labels == 1).sum()})", color="tab:red")
+            if level in CARD_THRESHOLD_LEVELS:
+                threshold = run.calibration.threshold
+                axes.axvline(threshold, color="black", linestyle="--", linewidth=1,
+                             label=f"card threshold {threshold:.3f}")
             axes.set(xlabel="P(fake)", ylabel="count", title=f"{run.method}, {LEVEL_TITLES[level]}")
             axes.legend(fontsize="small")
             figure.tight_layout()

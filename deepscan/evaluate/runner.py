@@ -5,10 +5,19 @@ exactly the faces training would (same detector, frames, crop margin). A *sample
 of one media file; its *video* is the media file itself (its full path), never a folder name, so that two
 clips in one folder, or two ``000.mp4`` in different folders, stay apart.
 
-Scores are cached in a SQLite file keyed by (model, sample, perturbation, strength): ``model`` is the weights'
-sha256 (untrained detectors, whose random scores differ run to run, are never cached) and ``sample`` a hash of the face's cache entry (the media
-file's sha256 and extraction parameters), its index, and the framing: re-running with other metrics or more
-perturbations only scores what is new.
+Scores are calibrated P(fake), as the scan reports them: each detector's raw fake-logit goes through its weights'
+model card calibration (``sigmoid(scale * logit + bias)``; the plain sigmoid without one), and the threshold the
+scan takes verdicts at (the card's) gets metrics of its own, at frame level and at the scan's video level (the
+median). The *raw logits* are what is cached, in a SQLite file keyed by (model, sample, perturbation, strength),
+so that a changed card (a new calibration or threshold) takes effect at once and never meets a stale score:
+``model`` is the weights' sha256 with the detector's input size and architecture settings (see
+:func:`logit_cache_key`; untrained detectors, whose random scores differ run to run, are never cached) and
+``sample`` a hash of the face's cache entry (the media file's sha256 and extraction parameters), its index, and
+the framing: re-running with other metrics or more perturbations only scores what is new.
+
+Data of one class only (authentic footage, to measure false alarms) is evaluated too: the metrics that need both
+classes (AUC, AP, EER, TPR at FPR, balanced accuracy) are ``None`` and the rate of the class present at the card's
+threshold is still given.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from deepscan.calibration import Calibration
 from deepscan.evaluate import metrics
 from deepscan.evaluate.perturb import apply_perturbation, condition_name
 
@@ -30,6 +40,8 @@ CLEAN = ("none", 0.0)
 DEFAULT_MARGIN = 1.3
 DEFAULT_CACHE_MARGIN = 1.8
 VIDEO_AGGREGATES = {"video_mean": "mean of the frame scores", "video_median": "the scan's track aggregate (median)"}
+# The levels at which the card's threshold is what a scan does: per face, and per track (the median).
+CARD_THRESHOLD_LEVELS = ("frame", "video_median")
 
 
 class EvaluationError(ValueError):
@@ -188,8 +200,25 @@ def default_score_cache() -> Path:
     return default_cache_dir().parent / "scores.sqlite"
 
 
+def logit_cache_key(weights_sha256: str | None, input_size: int, architecture: str | dict | None = None) -> str | None:
+    """The ``model`` of the logit cache: what, besides the sample, decides a logit. The weights' sha256, and the
+    input size and architecture settings the detector was built with (they come from the weights' metadata, or,
+    for weights without it, from the model card, which may change). Not the calibration: logits are cached raw.
+    None (nothing cached) for untrained weights."""
+    if weights_sha256 is None:
+        return None
+    import json
+
+    settings = architecture if isinstance(architecture, str) else json.dumps(architecture or {}, sort_keys=True)
+    return f"{weights_sha256}|{int(input_size)}|{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+
 class ScoreCache:
-    """Scores on disk, keyed by (model, sample, perturbation, strength). ``path=None`` keeps nothing."""
+    """Raw fake-logits on disk, keyed by (model, sample, perturbation, strength). ``path=None`` keeps nothing.
+
+    The table is ``logits``; a ``scores`` table left in the file by earlier versions (calibration-blind
+    sigmoid scores) is never read.
+    """
 
     def __init__(self, path: Path | None):
         self.connection = None
@@ -197,8 +226,8 @@ class ScoreCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.connection = sqlite3.connect(str(path), timeout=30)
             self.connection.execute(
-                "CREATE TABLE IF NOT EXISTS scores (model TEXT, sample TEXT, perturbation TEXT, strength REAL,"
-                " score REAL, PRIMARY KEY (model, sample, perturbation, strength))"
+                "CREATE TABLE IF NOT EXISTS logits (model TEXT, sample TEXT, perturbation TEXT, strength REAL,"
+                " logit REAL, PRIMARY KEY (model, sample, perturbation, strength))"
             )
 
     def get(self, model: str | None, samples: Sequence[str], perturbation: str, strength: float) -> dict[str, float]:
@@ -208,20 +237,20 @@ class ScoreCache:
         for start in range(0, len(samples), 500):  # SQLite caps the number of bound parameters
             chunk = list(samples[start : start + 500])
             rows = self.connection.execute(
-                f"SELECT sample, score FROM scores WHERE model = ? AND perturbation = ? AND strength = ?"
+                f"SELECT sample, logit FROM logits WHERE model = ? AND perturbation = ? AND strength = ?"
                 f" AND sample IN ({','.join('?' * len(chunk))})",
                 [model, perturbation, float(strength), *chunk],
             )
             found.update(rows.fetchall())
         return found
 
-    def put(self, model: str | None, scores: dict[str, float], perturbation: str, strength: float) -> None:
-        if self.connection is None or model is None or not scores:
+    def put(self, model: str | None, logits: dict[str, float], perturbation: str, strength: float) -> None:
+        if self.connection is None or model is None or not logits:
             return
         with self.connection:
             self.connection.executemany(
-                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
-                [(model, key, perturbation, float(strength), float(value)) for key, value in scores.items()],
+                "INSERT OR REPLACE INTO logits VALUES (?, ?, ?, ?, ?)",
+                [(model, key, perturbation, float(strength), float(value)) for key, value in logits.items()],
             )
 
     def close(self) -> None:
@@ -237,7 +266,14 @@ def perturbation_seed(sample_key: str, perturbation: str, strength: float) -> in
 # --- scoring -------------------------------------------------------------------------------------------------
 
 
-def score_samples(
+def detector_logits(detector, crops: np.ndarray) -> np.ndarray:
+    """Face crops ``(N, S, S, 3)`` uint8 RGB -> raw fake-logits, through the scan's own function."""
+    from deepscan.scan import face_logits
+
+    return face_logits(detector, crops)
+
+
+def sample_logits(
     detector,
     model: str | None,
     samples: Sequence[Sample],
@@ -248,7 +284,8 @@ def score_samples(
     load: Callable[[Sample], np.ndarray] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """P(fake) of every sample under ``condition`` (perturbation, strength): cached ones read, the rest scored."""
+    """Raw fake-logit of every sample under ``condition`` (perturbation, strength): cached ones read, the rest
+    scored (and cached under ``model``)."""
     perturbation, strength = condition
     input_size = detector.config.input_size
     load = load or (lambda sample: load_face(sample, input_size))
@@ -260,12 +297,27 @@ def score_samples(
             apply_perturbation(load(s), perturbation, strength, perturbation_seed(s.key, perturbation, strength))
             for s in chunk
         ]
-        fresh = dict(zip((s.key for s in chunk), detector.fake_probability(np.stack(images))))
+        fresh = dict(zip((s.key for s in chunk), detector_logits(detector, np.stack(images)).tolist()))
         cache.put(model, fresh, perturbation, strength)
         known.update(fresh)
         if on_batch is not None:
             on_batch(len(chunk))
     return np.array([known[s.key] for s in samples], dtype=np.float64)
+
+
+def score_samples(
+    detector,
+    model: str | None,
+    samples: Sequence[Sample],
+    condition: tuple[str, float],
+    cache: ScoreCache,
+    *,
+    calibration: Calibration | None = None,
+    **kwargs,
+) -> np.ndarray:
+    """Calibrated P(fake) of every sample under ``condition``: :func:`sample_logits` through ``calibration``
+    (the weights' model card calibration; None: the plain sigmoid)."""
+    return (calibration or Calibration()).probability(sample_logits(detector, model, samples, condition, cache, **kwargs))
 
 
 # --- aggregation and metrics ---------------------------------------------------------------------------------
@@ -318,6 +370,7 @@ def level_metrics(
     bootstrap: int,
     seed: int,
     by_manipulation: bool,
+    card_threshold: float | None = None,
 ) -> dict:
     result = {}
     for level in LEVELS:
@@ -326,6 +379,7 @@ def level_metrics(
             labels,
             values,
             val_threshold=thresholds[level] if thresholds else None,
+            card_threshold=card_threshold if level in CARD_THRESHOLD_LEVELS else None,
             groups=videos if level == "frame" else None,
             bootstrap=bootstrap,
             seed=seed,
@@ -348,6 +402,10 @@ def level_metrics(
     return result
 
 
+def threshold_source(calibration: Calibration) -> str:
+    return "model card" if calibration.calibrated else "default (no calibration in the model card)"
+
+
 @dataclass
 class MethodRun:
     """Everything evaluated for one method: per condition, its scores and metrics."""
@@ -355,7 +413,9 @@ class MethodRun:
     method: str
     weights: dict
     thresholds: dict[str, float] | None
-    scores: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-sample scores
+    calibration: Calibration = field(default_factory=Calibration)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-sample calibrated P(fake)
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-sample raw fake-logits
     results: dict[str, dict] = field(default_factory=dict)  # condition name -> level metrics
     conditions: dict[str, tuple[str, float]] = field(default_factory=dict)
 
@@ -376,10 +436,17 @@ class MethodRun:
         return {
             "method": self.method,
             "weights": self.weights,
+            "calibration": {
+                **self.calibration.as_dict(),
+                "threshold_source": threshold_source(self.calibration),
+                "threshold_levels": list(CARD_THRESHOLD_LEVELS),
+            },
             "thresholds": (
                 {"chosen_on": "val", "rule": "max balanced accuracy", **self.thresholds}
                 if self.thresholds
-                else {"chosen_on": None, "note": "no --val data: accuracy is reported at 0.5 only"}
+                else {"chosen_on": None,
+                      "note": "no --val data: accuracy is reported at 0.5 only, besides the rates at the "
+                              "model card's threshold"}
             ),
             "conditions": conditions,
         }
@@ -393,6 +460,8 @@ def evaluate_method(
     conditions: Iterable[tuple[str, float]],
     cache: ScoreCache,
     *,
+    calibration: Calibration | None = None,
+    cache_key: str | None = None,
     val_samples: Sequence[Sample] | None = None,
     batch_size: int = 16,
     bootstrap: int = 1000,
@@ -400,19 +469,26 @@ def evaluate_method(
     load: Callable[[Sample], np.ndarray] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> MethodRun:
-    model = weights.get("sha256")  # None for an untrained detector: nothing cached
+    """``calibration``: the weights' (``ResolvedWeights.calibration``; None: the plain sigmoid and 0.5);
+    ``cache_key``: the logit cache's model (:func:`logit_cache_key`; None: the weights' sha256, itself None for
+    an untrained detector, which caches nothing)."""
+    calibration = calibration or Calibration()
+    model = cache_key or weights.get("sha256")
     common = dict(batch_size=batch_size, load=load, on_batch=on_batch)
     thresholds = None
     if val_samples:
-        val_scores = score_samples(detector, model, val_samples, CLEAN, cache, **common)
+        val_scores = calibration.probability(sample_logits(detector, model, val_samples, CLEAN, cache, **common))
         thresholds = thresholds_from_val(val_samples, val_scores)
-    run = MethodRun(method=method, weights=weights, thresholds=thresholds)
+    run = MethodRun(method=method, weights=weights, thresholds=thresholds, calibration=calibration)
     for condition in [CLEAN, *[c for c in conditions if c != CLEAN]]:
         name = condition_name(*condition)
-        scores = score_samples(detector, model, samples, condition, cache, **common)
+        logits = sample_logits(detector, model, samples, condition, cache, **common)
+        scores = calibration.probability(logits)
         run.conditions[name] = condition
+        run.logits[name] = logits
         run.scores[name] = scores
         run.results[name] = level_metrics(
-            samples, scores, thresholds, bootstrap=bootstrap, seed=seed, by_manipulation=name == "clean"
+            samples, scores, thresholds, bootstrap=bootstrap, seed=seed, by_manipulation=name == "clean",
+            card_threshold=calibration.threshold,
         )
     return run
