@@ -1,7 +1,11 @@
 import pytest
 import torch
 
-from deepscan.detectors.faclue import FrequencyAttention, FrequencyAttentionExtractor
+from deepscan.detectors.faclue import (
+    FrequencyAttention,
+    FrequencyAttentionExtractor,
+    RGBFrequencyComplementaryEnhancement,
+)
 from deepscan.registry import create_detector
 
 
@@ -74,3 +78,26 @@ def test_frequency_views_cover_both_perspectives(detector):
     assert {"dct", "fa_global", "fa_local"} <= set(views)
     assert all(view.image.shape == (224, 224) for view in views.values())
     assert views["fa_local"].image.std() > 0
+
+
+def test_rfce_channel_scale_softens_the_domain_competition_and_learns():
+    torch.manual_seed(0)
+    rgb, freq = torch.randn(2, 8, 5, 5) * 10 + 3, torch.randn(2, 8, 5, 5) * 10
+
+    def channel_weights(module):
+        pooled = torch.stack([rgb.mean((2, 3), keepdim=True), freq.mean((2, 3), keepdim=True)])
+        scale = 1.0 if module.channel_scale is None else module.channel_scale
+        return torch.softmax(pooled * scale, dim=0)
+
+    paper = RGBFrequencyComplementaryEnhancement(8)
+    softened = RGBFrequencyComplementaryEnhancement(8, channel_scale=0.1)
+    assert paper.channel_scale is None and "channel_scale" not in dict(paper.named_parameters())
+    spread = lambda weights: (weights[0] - 0.5).abs().max()  # noqa: E731
+    assert spread(channel_weights(softened)) < spread(channel_weights(paper))
+    # At scale 1 the softened module computes the paper's eq. 4 exactly.
+    softened.load_state_dict(paper.state_dict(), strict=False)
+    softened.channel_scale.data.fill_(1.0)
+    for ours, theirs in zip(softened(rgb, freq), paper(rgb, freq)):
+        torch.testing.assert_close(ours, theirs)
+    sum(out.sum() for out in softened(rgb, freq)).backward()
+    assert softened.channel_scale.grad is not None and softened.channel_scale.grad != 0

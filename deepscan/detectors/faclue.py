@@ -18,6 +18,10 @@ is not mentioned and is dropped); the frequency guide in FGA is a one-channel 1x
 defines f_1x1 in sec. 3.3; the channel weights of FGA come from a 1x1 conv without BN on the pooled vector
 (a BN over a 1x1 map breaks batches of one and the softmax normalises anyway); the 2-class cross-entropy of the
 paper is expressed as one fake logit with BCE, which is the same model.
+
+One option departs from the paper, off by default: ``rfce_channel_scale`` multiplies the GAP vectors of eq. 4 by a
+learnable scalar started at the given value (see ``RGBFrequencyComplementaryEnhancement``), for fine-tuning
+ImageNet trunks on little data, where eq. 4 saturates at the start.
 """
 
 from __future__ import annotations
@@ -116,14 +120,20 @@ class FrequencyAttentionExtractor(nn.Module):
 class RGBFrequencyComplementaryEnhancement(nn.Module):
     """RFCE, eqs. 3-5: the two domains compete for each position and each channel (softmax across domains)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, channel_scale: float | None = None):
         super().__init__()
         self.spatial_rgb = nn.Sequential(nn.Conv2d(channels, 1, 1, bias=False), nn.BatchNorm2d(1))
         self.spatial_freq = nn.Sequential(nn.Conv2d(channels, 1, 1, bias=False), nn.BatchNorm2d(1))
+        # Eq. 4 as written is a softmax of the raw GAP vectors (scale 1, fixed). With ImageNet trunks the per-face
+        # channel means reach +-5 to 20, so at the start the softmax is saturated: each channel of each face goes
+        # wholly to one domain, at random, and half the pretrained features are switched off. A learnable scale,
+        # started small, lets training begin from intact trunks and sharpen the competition as it learns.
+        self.channel_scale = None if channel_scale is None else nn.Parameter(torch.tensor(float(channel_scale)))
 
     def forward(self, rgb: torch.Tensor, freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spatial = torch.softmax(torch.stack([self.spatial_rgb(rgb), self.spatial_freq(freq)]), dim=0)
-        channel = torch.softmax(torch.stack([rgb.mean((2, 3), keepdim=True), freq.mean((2, 3), keepdim=True)]), dim=0)
+        pooled = torch.stack([rgb.mean((2, 3), keepdim=True), freq.mean((2, 3), keepdim=True)])
+        channel = torch.softmax(pooled if self.channel_scale is None else pooled * self.channel_scale, dim=0)
         return spatial[0] * channel[0] * rgb, spatial[1] * channel[1] * freq
 
 
@@ -162,6 +172,7 @@ class FAClue(Detector):
         use_rfce: bool = True,
         use_fga: bool = True,
         rfce_layers: tuple[int, ...] = (2, 4, 7),
+        rfce_channel_scale: float | None = None,
         dropout: float = 0.2,
     ):
         super().__init__()
@@ -170,7 +181,7 @@ class FAClue(Detector):
         self.freq_stem, self.freq_blocks = _efficientnet_trunk(backbone, self.fae.out_channels, pretrained)
         widths = [self._block_width(block) for block in self.rgb_blocks]
         self.rfce = nn.ModuleDict(
-            {str(i): RGBFrequencyComplementaryEnhancement(widths[i - 1]) for i in rfce_layers} if use_rfce else {}
+            {str(i): RGBFrequencyComplementaryEnhancement(widths[i - 1], rfce_channel_scale) for i in rfce_layers} if use_rfce else {}
         )
         self.fga = FrequencyGuidedAttention(widths[-1]) if use_fga else None
         self.dropout = nn.Dropout(dropout)
