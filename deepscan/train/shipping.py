@@ -1,0 +1,362 @@
+"""From a finished training run to shipped weights: fp16 safetensors, calibration, reliable range, model card.
+
+    python -m deepscan.train.shipping ship RUN_DIR RECIPE [--into weights]
+    python -m deepscan.train.shipping evaluate NAME
+
+1. the run's selected weights are written as fp16 safetensors (half the size; the scanner computes in float32);
+2. the validation faces of the recipe (the split the checkpoint was chosen on, never test data) are scored by
+   exactly those fp16 weights, and Platt calibration and the verdict threshold are fitted on them
+   (``deepscan.calibration.fit_calibration``);
+3. the reliable range: the validation faces are degraded as a scan meets them, as if the face had been N pixels
+   wide in the frame (down-scaled to N x margin pixels and back up to the input size) and as if out of focus
+   (Gaussian blur); AUC and false alarms are measured at each step. The smallest face size and the lowest
+   sharpness at which the detector still holds up (AUC within ``AUC_DROP`` of its clean AUC and at most
+   ``MAX_FPR`` of real faces called fake) become the card's ``reliability`` section, below which a scan says
+   "inconclusive" instead of accusing anyone;
+4. the model card (JSON) is written beside the weights and ``SHA256SUMS`` is updated.
+
+The in-domain, cross-source, robustness and false-alarm figures come afterwards, one ``deepscan evaluate`` run
+each (``EVALUATION_PLAN``); ``evaluate`` runs them and copies each results.json into the card with its command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+# What "still holds up" means for the reliable range (stated in the card).
+AUC_DROP = 0.05
+MAX_FPR = 0.10
+FACE_SIZES = (24, 32, 40, 48, 64, 80, 96, 128)
+BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+# Validation faces degraded for the reliable range (a seeded subset: 14 degradations of every face would take
+# the CPU longer than the training's own validation).
+RELIABILITY_FACES = 400
+
+
+def to_fp16_safetensors(source: Path, target: Path) -> None:
+    """Floating-point tensors in half precision, integer buffers (BN's batch counters) as they are."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), "pt") as handle:
+        metadata = dict(handle.metadata() or {})
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    state = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
+    metadata["dtype"] = "float16"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(target), metadata=metadata)
+
+
+def validation_faces(recipe_path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """The recipe's validation faces as the trainer validates on them: uint8 crops at the input size, labels,
+    and a description of where they come from."""
+    from deepscan.registry import get_config
+    from deepscan.train.distributed import init_distributed
+    from deepscan.train.recipe import load_recipe
+    from deepscan.train.trainer import Trainer, TrainOptions
+
+    recipe = load_recipe(recipe_path)
+    trainer = Trainer(recipe, TrainOptions(output=Path("unused")), init_distributed("cpu"))
+    trainer.detector_config = get_config(recipe.detector.name)
+    trainer.prepare_data()
+    val = trainer.val_set
+    crops = np.stack([val.make(index, 0)[0] for index in range(len(val))])
+    labels = np.asarray(val.labels)
+    sources = ", ".join(summary.name for summary in trainer.summaries.get("val", []))
+    pseudo = sum(entry.pseudo_fake for entry in val.entries)
+    described = (
+        f"{len(labels)} validation faces ({sources}; {int((labels == 0).sum())} real, {int((labels == 1).sum()) - pseudo} "
+        f"forged, {pseudo} SBI pseudo-fakes of the validation reals)"
+    )
+    return crops, labels, described
+
+
+def score(detector, crops: np.ndarray, batch: int = 64) -> np.ndarray:
+    from deepscan.scan import face_logits
+
+    return np.concatenate([face_logits(detector, crops[start : start + batch]) for start in range(0, len(crops), batch)])
+
+
+def as_if_face_px(crops: np.ndarray, face_px: int, margin: float) -> np.ndarray:
+    """The crops as a scan would see a face ``face_px`` wide: the crop side is ``margin`` x the face box."""
+    from PIL import Image
+
+    size = crops.shape[1]
+    side = max(4, round(face_px * margin))
+    out = [
+        np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BOX).resize((size, size), Image.Resampling.BILINEAR))
+        for crop in crops
+    ]
+    return np.stack(out)
+
+
+def blurred(crops: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([np.clip(gaussian_filter(crop.astype(np.float32), (sigma, sigma, 0)), 0, 255).astype(np.uint8) for crop in crops])
+
+
+def _holds_up(auc: float | None, fpr: float, clean_auc: float) -> bool:
+    return auc is not None and auc >= clean_auc - AUC_DROP and fpr <= MAX_FPR
+
+
+def last_reliable(rows: list[dict], clean_auc: float, key: str, none_reliable: float) -> float:
+    """``rows`` ordered from the mildest degradation to the worst: ``key`` of the last row before the first one
+    that does not hold up (a range has no holes: a worse face is never trusted past a failing one)."""
+    bound = none_reliable
+    for row in rows:
+        if not _holds_up(row["auc"], row["fpr"], clean_auc):
+            break
+        bound = row[key]
+    return float(bound)
+
+
+def reliable_range(detector, calibration, crops: np.ndarray, labels: np.ndarray, margin: float) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from deepscan.reliability import face_sharpness
+
+    def measure(images: np.ndarray) -> dict:
+        probabilities = calibration.probability(score(detector, images))
+        reals = probabilities[labels == 0]
+        return {
+            "auc": round(float(roc_auc_score(labels, probabilities)), 4),
+            "fpr": round(float((reals >= calibration.threshold).mean()), 4),
+            "median_sharpness": round(float(np.median([face_sharpness(image) for image in images])), 2),
+        }
+
+    clean = measure(crops)
+    by_size = [{"face_px": size, **measure(as_if_face_px(crops, size, margin))} for size in FACE_SIZES]
+    by_blur = [{"blur_sigma": sigma, **measure(blurred(crops, sigma))} for sigma in BLUR_SIGMAS]
+    min_face_px = last_reliable(sorted(by_size, key=lambda row: -row["face_px"]), clean["auc"], "face_px", FACE_SIZES[-1] * 2)
+    min_sharpness = last_reliable(sorted(by_blur, key=lambda row: row["blur_sigma"]), clean["auc"], "median_sharpness", clean["median_sharpness"])
+    return {
+        "min_face_px": min_face_px,
+        "min_sharpness": min_sharpness,
+        "text": (
+            f"Measured on the validation faces degraded as a scan meets them: a face counts as reliably judged "
+            f"while AUC stays within {AUC_DROP} of the clean {clean['auc']:.3f} and at most {MAX_FPR:.0%} of real "
+            f"faces are called fake. Below {min_face_px:g} px (face box in the frame) or a sharpness of "
+            f"{min_sharpness:g} (variance of the Laplacian at the input size) that no longer holds."
+        ),
+        "clean": clean,
+        "by_face_size": by_size,
+        "by_blur": by_blur,
+    }
+
+
+def update_checksums(folder: Path) -> None:
+    from deepscan.weights import sha256_file
+
+    names = sorted(path.name for path in folder.iterdir() if path.suffix in (".safetensors", ".json", ".md") and path.name != "README.md")
+    lines = [f"{sha256_file(folder / name)}  {name}" for name in names]
+    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def ship(run: Path, recipe_path: Path, into: Path) -> Path:
+    from deepscan.calibration import Calibration, fit_calibration
+    from deepscan.model_card import CalibrationSection
+    from deepscan.train.recipe import load_recipe
+    from deepscan.weights import build_detector, resolve_weights, sha256_file
+
+    recipe = load_recipe(recipe_path)
+    name = recipe.detector.name
+    card = json.loads((run / f"{name}.card.json").read_text())
+    weights = into / f"{name}.safetensors"
+    to_fp16_safetensors(run / f"{name}.safetensors", weights)
+    detector, _ = build_detector(name, resolved=resolve_weights(None, weights))
+    detector.eval()
+    crops, labels, described = validation_faces(recipe_path)
+    logits = score(detector, crops)
+    card["calibration"] = fit_calibration(logits, labels, fitted_on=described)
+    calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
+    subset = np.sort(np.random.default_rng(0).permutation(len(labels))[:RELIABILITY_FACES])
+    card["reliability"] = reliable_range(detector, calibration, crops[subset], labels[subset], recipe.data.face.margin)
+    card["weights"] = {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors", "dtype": "float16"}
+    card["shipped_from"] = {"run": run.name, "recipe": str(recipe_path), "selected_epoch": card["validation"]["epoch"]}
+    card.setdefault("metrics", {})
+    card_path = into / f"{name}.card.json"
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    write_markdown(card_path)
+    return card_path
+
+
+# The model card's figures: one `deepscan evaluate` run each, on the protocol's held-out data
+# (deepscan/train/protocol.py). Key -> (split CSVs, extra options).
+EVALUATION_PLAN: dict[str, tuple[list[str], list[str]]] = {
+    "in_domain_dfdc_test": (["dfdc_faces.csv"], []),
+    "cross_source_deepfacelive": (["deepfacelive_demos.csv"], []),
+    "cross_source_photoshop_ciplab": (["ciplab_real_fake_160.csv"], []),
+    "cross_source_stylegan2": (["hardfakevsreal_stylegan2.csv"], []),
+    "robustness_dfdc_test": (["dfdc_faces.csv"], ["--perturb", "jpeg:75", "--perturb", "h264:28"]),
+    "robustness_deepfacelive": (["deepfacelive_demos.csv"], ["--perturb", "jpeg:75", "--perturb", "h264:28"]),
+    "false_alarms_fairface_test": (["fairface_subset.csv"], []),
+    "false_alarms_celeba_photos_and_videos": (["deepfacelive_samples.csv"], []),
+    "false_alarms_talking_heads": (["guide_videos.csv"], []),
+    "false_alarms_carphone": (["guide_carphone.csv"], []),
+}
+
+
+def add_metrics(card_path: Path, key: str, results: Path, command: list[str]) -> None:
+    """Copy one ``deepscan evaluate`` run's results.json into the card under ``metrics[key]``, with its command."""
+    card = json.loads(card_path.read_text())
+    card.setdefault("metrics", {})[key] = {"command": shlex.join(command), "results": json.loads(results.read_text())}
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    update_checksums(card_path.parent)
+
+
+def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[str] | None = None) -> None:
+    """Run the evaluation plan for shipped detector ``name`` and record every result in its card."""
+    import subprocess
+
+    card_path = into / f"{name}.card.json"
+    for key, (files, options) in EVALUATION_PLAN.items():
+        if only and key not in only:
+            continue
+        data = [str(splits / file) for file in files]
+        if not all(Path(path).is_file() for path in data):
+            print(f"skipping {key}: {', '.join(data)} missing (python -m deepscan.train.protocol)")
+            continue
+        command = ["deepscan", "evaluate", *data, "-m", name, "--out", str(out / name / key), *options]
+        print("$", shlex.join(command), flush=True)
+        subprocess.run(command, check=True)
+        add_metrics(card_path, key, out / name / key / "results.json", command)
+        write_markdown(card_path)
+
+
+def _number(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _rate(level: dict, key: str, count: str) -> str:
+    value = level.get(key)
+    return "–" if value is None else f"{value:.3f} ({round(value * level[count])}/{level[count]})"
+
+
+def card_markdown(card: dict) -> str:
+    """The human half of the model card, made from the JSON half so that the two never disagree."""
+    detector, training, calibration = card["detector"], card["training"], card.get("calibration", {})
+    reliability = card.get("reliability", {})
+    lines = [
+        f"# {detector['name']} — model card",
+        "",
+        f"Implements: {detector['paper']}. Built with {json.dumps(detector['kwargs'])}, input {detector['input_size']} px, "
+        f"{detector['parameters']:,} parameters. Weights: `{card['weights']['file']}` (fp16 safetensors, sha256 "
+        f"`{card['weights']['sha256']}`). Trained on research-only third-party data (DFDC, FairFace, CelebA-HQ, "
+        "LivePortrait clips, registry photos; see `../shared/data/SOURCES.md`): **for research use**.",
+        "",
+        "## Data and splits",
+        "",
+        "Protocol: `deepscan/train/protocol.py` (split by group, never by file; a group's side is fixed by a hash "
+        "of its name). Counts are faces after face detection.",
+        "",
+        "| part | source | real faces | fake faces | media without a face |",
+        "|---|---|---|---|---|",
+    ]
+    for part in ("train", "val"):
+        for source in card["data"][part]:
+            lines.append(
+                f"| {part} | {source['name']} | {source['real_faces']} | {source['fake_faces']} | {source.get('faceless', 0)} |"
+            )
+    sbi = card["data"].get("pseudo_fakes") or {}
+    lines += [
+        "",
+        f"Plus SBI pseudo-fakes (Shiohara and Yamasaki, CVPR 2022), {sbi.get('ratio', 0):g} per real training face, "
+        f"made afresh each epoch; {card['data']['train_entries']} training and {card['data']['val_entries']} validation "
+        "entries. Never trained on, at any stage: the DeepFaceLive swaps, the Photoshop part-swaps, the StyleGAN2 "
+        "faces and their Unsplash reals, 30 % of FairFace, the CelebA photos and videos, the talking-head videos and "
+        "the carphone clip.",
+        "",
+        "## Training",
+        "",
+        f"Recipe `{card['shipped_from']['recipe']}` (sha256 `{card['recipe']['sha256']}`); {training['epochs']} epochs, "
+        f"{training['seconds'] / 60:.0f} minutes on {training['device']} ({card.get('hardware', 'this project’s 2-core CPU')}); "
+        f"checkpoint chosen on validation AUC: epoch {card['validation']['epoch']} "
+        f"(val AUC {_number(card['validation']['metrics'].get('auc'))}).",
+        "",
+        "## Calibration and threshold",
+        "",
+        f"P(fake) = sigmoid({calibration.get('scale', 1):.4f} × logit + {calibration.get('bias', 0):.4f}), fitted on "
+        f"{calibration.get('fitted_on', '?')}. Verdict threshold {calibration.get('threshold', 0.5):.4f}: "
+        f"{calibration.get('threshold_rule', '')} (on validation: false-positive rate {_number(calibration.get('val_fpr'))}, "
+        f"true-positive rate {_number(calibration.get('val_tpr'))}).",
+        "",
+        "## Where it can be trusted",
+        "",
+        reliability.get("text", "No reliable range measured."),
+        "",
+    ]
+    if reliability.get("by_face_size"):
+        lines += ["| face box (px) | AUC | real faces called fake |", "|---|---|---|"]
+        lines += [f"| {row['face_px']} | {_number(row['auc'])} | {_number(row['fpr'])} |" for row in reliability["by_face_size"]]
+        lines += ["", "| blur sigma | median sharpness | AUC | real faces called fake |", "|---|---|---|---|"]
+        lines += [
+            f"| {row['blur_sigma']} | {row['median_sharpness']:.1f} | {_number(row['auc'])} | {_number(row['fpr'])} |"
+            for row in reliability["by_blur"]
+        ]
+        lines.append("")
+    lines += [
+        "## Results",
+        "",
+        "Each row is one `deepscan evaluate` run (command below the table); video level is the scan's median per "
+        "media file. Rates are at the shipped threshold.",
+        "",
+        "| evaluation | condition | frame AUC [95 % CI] | video AUC | frame EER | real faces called fake | fakes caught |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for key, entry in card.get("metrics", {}).items():
+        commands.append(f"- {key}: `{entry['command']}`")
+        for method in entry["results"].get("methods", []):
+            for condition, result in method["conditions"].items():
+                frame, video = result["frame"], result.get("video_median", {})
+                ci = frame.get("auc_ci95")
+                interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+                lines.append(
+                    f"| {key} | {condition} | {_number(frame.get('auc'))}{interval} | {_number(video.get('auc'))} | "
+                    f"{_number(frame.get('eer'))} | {_rate(frame, 'fpr_at_card_threshold', 'n_real')} | "
+                    f"{_rate(frame, 'tpr_at_card_threshold', 'n_fake')} |"
+                )
+    lines += ["", "Commands (from the repository root, after `python -m deepscan.train.protocol`):", "", *commands, ""]
+    if card.get("known_failures"):
+        lines += ["## Known failure modes", "", *[f"- {item}" for item in card["known_failures"]], ""]
+    return "\n".join(lines)
+
+
+def write_markdown(card_path: Path) -> None:
+    card = json.loads(card_path.read_text())
+    card_path.with_name(card_path.name.replace(".card.json", ".md")).write_text(card_markdown(card))
+    update_checksums(card_path.parent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    ship_parser = commands.add_parser("ship", help="fp16 weights, calibration, reliable range and card from a run")
+    ship_parser.add_argument("run", type=Path, help="finished training run folder (holds <name>.safetensors and its card)")
+    ship_parser.add_argument("recipe", type=Path, help="the recipe it was trained with (its validation split calibrates)")
+    ship_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
+    evaluate_parser = commands.add_parser("evaluate", help="run the evaluation plan and record it in the card")
+    evaluate_parser.add_argument("name", help="shipped detector")
+    evaluate_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
+    evaluate_parser.add_argument("--splits", type=Path, default=Path("local/splits"), help="the protocol's split CSVs")
+    evaluate_parser.add_argument("--out", type=Path, default=Path("local/eval"), help="evaluation outputs")
+    evaluate_parser.add_argument("--only", action="append", help="run only this plan entry (repeatable)")
+    markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
+    markdown_parser.add_argument("card", type=Path)
+    args = parser.parse_args()
+    if args.command == "ship":
+        print(ship(args.run, args.recipe, args.into))
+    elif args.command == "evaluate":
+        evaluate_shipped(args.name, args.into, args.splits, args.out, args.only)
+    else:
+        write_markdown(args.card)
+
+
+if __name__ == "__main__":
+    main()
