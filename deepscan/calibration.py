@@ -3,7 +3,9 @@
 A network's ``sigmoid(logit)`` is a score, not a probability: trained with pseudo-fakes, on faces unlike the
 footage being examined, it is typically over-confident. Platt scaling (Platt, 1999) maps the logit through a
 fitted logistic curve, ``P(fake) = sigmoid(scale * logit + bias)``, fitted on validation faces the network never
-trained on, so that a reported 0.8 means about eight in ten such faces were forged. The mapping is monotonic,
+trained on with the two classes weighted equally, so that a reported 0.8 means about eight in ten such faces
+were forged when forged and authentic faces are equally likely beforehand (the fit does not assume the
+validation split's own share of fakes). The mapping is monotonic,
 so it changes no ranking (AUC, ROC) and only makes the numbers mean what they say.
 
 The threshold is chosen on the same validation faces by a stated rule (the highest one that catches as many
@@ -136,7 +138,9 @@ def fit_calibration(
     if reals == 0 or fakes == 0:
         raise CalibrationError(f"calibration needs real and fake faces (got {reals} real, {fakes} fake)")
 
-    model = LogisticRegression(C=PLATT_C, max_iter=1000).fit(x[:, None], y.astype(int))
+    # Balanced classes: the fitted P(fake) assumes even odds of forgery, not the validation split's own mix (more
+    # fakes than reals there, with pseudo-fakes), which says nothing about the footage an investigator brings.
+    model = LogisticRegression(C=PLATT_C, max_iter=1000, class_weight="balanced").fit(x[:, None], y.astype(int))
     scale, bias = float(model.coef_[0, 0]), float(model.intercept_[0])
     if scale <= 0:
         raise CalibrationError(
@@ -153,7 +157,7 @@ def fit_calibration(
     allowed = int(within[np.argmax(tpr[within] >= tpr[within].max())])
     threshold = float(thresholds[allowed])
     if not np.isfinite(threshold) or threshold > 1.0:  # scikit-learn's "above every score" sentinel
-        threshold = float(np.nextafter(probabilities.max(), np.inf))
+        threshold = min(1.0, float(np.nextafter(probabilities.max(), np.inf)))
 
     order = np.sort(x)
     stored = order[np.linspace(0, len(order) - 1, CHECK_POINTS).round().astype(int)]

@@ -19,12 +19,24 @@ def test_fit_recovers_the_logistic_mapping_and_fills_the_card_section():
     logits, labels = _validation()
     section = fit_calibration(logits, labels, fitted_on="synthetic val")
     assert section["method"] == "platt" and section["fitted_on"] == "synthetic val"
-    assert section["scale"] == pytest.approx(2.0, abs=0.2) and section["bias"] == pytest.approx(-1.0, abs=0.2)
+    # Classes weighted equally: the bias is the true one with the sample's own odds of a fake taken out.
+    share = labels.mean()
+    assert section["scale"] == pytest.approx(2.0, abs=0.2)
+    assert section["bias"] == pytest.approx(-1.0 - np.log(share / (1 - share)), abs=0.2)
     assert section["val_faces"] == len(logits) and 0.0 <= section["threshold"] <= 1.0
     assert "false-positive rate" in section["threshold_rule"]
     # The card section reads back and passes its own check.
     calibration = Calibration.from_card(CalibrationSection.model_validate(section))
     assert calibration.calibrated and calibration.threshold == section["threshold"]
+
+
+def test_the_share_of_fakes_in_validation_does_not_move_the_calibration():
+    logits, labels = _validation()
+    once = fit_calibration(logits, labels)
+    fakes = labels == 1
+    # The same faces with every fake counted three times: a split with far more fakes than reals.
+    tripled = fit_calibration(np.concatenate([logits, logits[fakes], logits[fakes]]), np.concatenate([labels, labels[fakes], labels[fakes]]))
+    assert tripled["bias"] == pytest.approx(once["bias"], abs=0.02) and tripled["scale"] == pytest.approx(once["scale"], abs=0.02)
 
 
 def test_check_holds_twenty_evenly_spaced_stored_logits_and_their_probabilities():
@@ -101,3 +113,12 @@ def test_a_card_whose_check_fails_is_refused():
 def test_unusable_validation_data_is_one_clear_error(logits, labels, message):
     with pytest.raises(CalibrationError, match=message):
         fit_calibration(logits, labels)
+
+
+def test_a_saturated_top_real_still_gives_a_threshold_the_card_accepts():
+    rng = np.random.default_rng(3)
+    logits = np.concatenate([rng.normal(-2, 1, 500), rng.normal(2, 1, 500), [60.0]])
+    labels = np.array([0] * 500 + [1] * 500 + [0])
+    section = fit_calibration(logits, labels, target_fpr=0.0)
+    assert section["threshold"] <= 1.0 and section["val_fpr"] == 0.0
+    CalibrationSection.model_validate(section)
