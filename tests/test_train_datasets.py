@@ -280,3 +280,13 @@ def test_real_only_folder_without_faces_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no image found"):
         list_media(RealImagesSource(kind="real_images", path=tmp_path / "empty"))
+
+
+def test_protocol_refuses_a_file_without_its_group(tmp_path):
+    from deepscan.train.protocol import write_splits
+
+    source = tmp_path / "shared" / "dfdc_faces"
+    touch(source / "fake" / "a.jpg")
+    (source / "labels.csv").write_text("file,label,group\nfake/a.jpg,fake,\n")
+    with pytest.raises(ValueError, match="labels.csv:2: no 'group' for fake/a.jpg"):
+        write_splits(tmp_path / "shared", tmp_path / "splits")

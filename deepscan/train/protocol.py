@@ -85,9 +85,10 @@ def shared_source_rows(folder: Path, role: SourceRole) -> list[dict]:
     with open(folder / "labels.csv", newline="") as handle:
         listed = list(csv.DictReader(handle))
     rows = []
-    for row in listed:
-        group = (row.get(role.group_column) or "").strip() if role.group_column else ""
-        group = group or row["file"]
+    for number, row in enumerate(listed, start=2):
+        group = (row.get(role.group_column) or "").strip() if role.group_column else row["file"]
+        if not group:  # a file without its group could land on the other side of the split from its original
+            raise ValueError(f"{folder / 'labels.csv'}:{number}: no {role.group_column!r} for {row['file']}")
         rows.append(
             {
                 "path": str((folder / row["file"]).resolve()),
@@ -107,6 +108,18 @@ def guide_rows(folder: Path, role: SourceRole) -> list[dict]:
         group = relative.parts[0] if len(relative.parts) > 1 and folder.name in ("nba", "photos") else relative.stem
         rows.append({"path": str(path.resolve()), "label": "real", "group": group, "split": role.split_of(f"guide-{folder.name}", group)})
     return rows
+
+
+def describe() -> dict:
+    """The protocol as a model card records it: the seed, each source's shares and what is never trained on."""
+    roles = {**SHARED_ROLES, **{f"guide_{name}": role for name, role in GUIDE_ROLES.items()}}
+    return {
+        "module": __name__,
+        "seed": SEED,
+        "shares": {name: {"train": r.train, "val": r.val, "test": r.test, "group": r.group_column or "file"} for name, r in roles.items()},
+        "never_trained_on": [name for name, r in roles.items() if r.train == 0 and r.val == 0],
+        "partly_held_out": [name for name, r in roles.items() if r.test > 0 and (r.train > 0 or r.val > 0)],
+    }
 
 
 def write_splits(shared: Path, out: Path, guide: Path | None = None) -> dict[str, dict[str, int]]:

@@ -162,14 +162,16 @@ def ship(run: Path, recipe_path: Path, into: Path) -> Path:
     from deepscan.calibration import Calibration, fit_calibration
     from deepscan.model_card import CalibrationSection
     from deepscan.train.recipe import load_recipe
-    from deepscan.weights import build_detector, resolve_weights, sha256_file
+    from deepscan.train.protocol import describe
+    from deepscan.weights import ResolvedWeights, build_detector, sha256_file
 
     recipe = load_recipe(recipe_path)
     name = recipe.detector.name
     card = json.loads((run / f"{name}.card.json").read_text())
     weights = into / f"{name}.safetensors"
     to_fp16_safetensors(run / f"{name}.safetensors", weights)
-    detector, _ = build_detector(name, resolved=resolve_weights(None, weights))
+    # Built from the file alone: a card left in ``into`` by an earlier shipping describes other weights.
+    detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
     detector.eval()
     crops, labels, described = validation_faces(recipe_path)
     logits = score(detector, crops)
@@ -178,6 +180,7 @@ def ship(run: Path, recipe_path: Path, into: Path) -> Path:
     subset = np.sort(np.random.default_rng(0).permutation(len(labels))[:RELIABILITY_FACES])
     card["reliability"] = reliable_range(detector, calibration, crops[subset], labels[subset], recipe.data.face.margin)
     card["weights"] = {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors", "dtype": "float16"}
+    card["protocol"] = describe()
     card["shipped_from"] = {"run": run.name, "recipe": str(recipe_path), "selected_epoch": card["validation"]["epoch"]}
     card.setdefault("metrics", {})
     card_path = into / f"{name}.card.json"
@@ -247,8 +250,9 @@ def card_markdown(card: dict) -> str:
         "",
         f"Implements: {detector['paper']}. Built with {json.dumps(detector['kwargs'])}, input {detector['input_size']} px, "
         f"{detector['parameters']:,} parameters. Weights: `{card['weights']['file']}` (fp16 safetensors, sha256 "
-        f"`{card['weights']['sha256']}`). Trained on research-only third-party data (DFDC, FairFace, CelebA-HQ, "
-        "LivePortrait clips, registry photos; see `../shared/data/SOURCES.md`): **for research use**.",
+        f"`{card['weights']['sha256']}`). Trained on research-only third-party data "
+        f"({', '.join(source['name'] for source in card['data']['train'])}; see `../shared/data/SOURCES.md`): "
+        "**for research use**.",
         "",
         "## Data and splits",
         "",
@@ -264,13 +268,13 @@ def card_markdown(card: dict) -> str:
                 f"| {part} | {source['name']} | {source['real_faces']} | {source['fake_faces']} | {source.get('faceless', 0)} |"
             )
     sbi = card["data"].get("pseudo_fakes") or {}
+    protocol = card.get("protocol", {})
     lines += [
         "",
         f"Plus SBI pseudo-fakes (Shiohara and Yamasaki, CVPR 2022), {sbi.get('ratio', 0):g} per real training face, "
         f"made afresh each epoch; {card['data']['train_entries']} training and {card['data']['val_entries']} validation "
-        "entries. Never trained on, at any stage: the DeepFaceLive swaps, the Photoshop part-swaps, the StyleGAN2 "
-        "faces and their Unsplash reals, 30 % of FairFace, the CelebA photos and videos, the talking-head videos and "
-        "the carphone clip.",
+        f"entries. Never trained on, at any stage: {', '.join(protocol.get('never_trained_on', [])) or '?'}; "
+        f"partly held out (their test share): {', '.join(protocol.get('partly_held_out', [])) or 'none'}.",
         "",
         "## Training",
         "",
