@@ -3,8 +3,11 @@
 One function, :func:`resolve_weights`, resolves every weights spec:
 
 - ``--weights PATH``: a ``.safetensors`` file; its card is the sibling ``<stem>.card.json`` when there is one;
-- ``--weights hf://OWNER/REPO/FILE.safetensors``: fetched with huggingface-hub (its cache first; offline,
-  only the cache); its card is ``<stem>.card.json`` from the same repository when there is one;
+- ``--weights hf://OWNER/REPO/[SUBFOLDER/]FILE.safetensors``: fetched with huggingface-hub (its cache first;
+  offline, only the cache); its card is ``[SUBFOLDER/]<stem>.card.json`` from the same repository when the
+  repository has one (the hub saying the file does not exist, or, offline, the cache not holding it). Any other
+  failure to fetch the card (network, authentication) is an error: a card silently dropped would drop the
+  weights' calibration;
 - no spec, the detector's own weights, in this order:
   1. bundled in ``weights/`` (``<config.weights>``, checked against ``weights/SHA256SUMS``);
   2. the Hugging Face cache, for the hub repository named by the bundled card's ``hub`` section or the
@@ -23,7 +26,7 @@ import hashlib
 import importlib.resources
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from deepscan.calibration import Calibration, CalibrationError
@@ -100,7 +103,7 @@ def shipped_checksums(folder: Path | None = None) -> dict[str, str]:
         for line in sums.read_text().splitlines():
             if line.strip():
                 digest, name = line.split(maxsplit=1)
-                entries[name.lstrip("*")] = digest
+                entries[name.lstrip("*")] = digest.lower()  # hex digits in either case mean the same digest
     return entries
 
 
@@ -118,7 +121,7 @@ def _read_card(path: Path) -> ModelCard:
 
 
 def _check_card_fits(card: ModelCard, card_path: Path, weights: Path, digest: str) -> None:
-    if card.weights.sha256 != digest:
+    if card.weights.sha256.lower() != digest.lower():
         raise WeightsError(
             f"{weights.name}: sha256 {digest[:12]}... differs from its model card {card_path.name} "
             f"({card.weights.sha256[:12]}...): the card belongs to other weights, or the file was altered"
@@ -152,9 +155,24 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def _hub_download(repo_id: str, filename: str, *, cached_only: bool) -> Path | None:
+def _entry_missing(error: Exception) -> bool:
+    """The hub answered that the file is not in the repository; not: the hub could not be reached (which
+    huggingface-hub reports as ``LocalEntryNotFoundError``, a subclass), nor an authentication failure."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    return isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError)
+
+
+def _require_safetensors(name: str, where: str) -> None:
+    """Checked before anything is downloaded: pickled checkpoints can run code."""
+    if PurePosixPath(name).suffix != ".safetensors":
+        raise WeightsError(f"{where}: only .safetensors weights are accepted (pickled checkpoints can run code)")
+
+
+def _hub_download(repo_id: str, filename: str, *, cached_only: bool, missing_ok: bool = False) -> Path | None:
     """``filename`` from the cache, or (``cached_only`` false and online) downloaded; None when not cached and
-    not to be (or cannot be) downloaded. Other failures are one-line WeightsErrors."""
+    not to be (or cannot be) downloaded, and, with ``missing_ok``, when the hub says the repository has no such
+    file. Other failures are one-line WeightsErrors."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -169,37 +187,62 @@ def _hub_download(repo_id: str, filename: str, *, cached_only: bool) -> Path | N
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except Exception as error:  # network, auth, missing repo or file: one line for the user
+        if missing_ok and _entry_missing(error):
+            return None
         raise WeightsError(
             f"{filename}: could not fetch from the hub repository {repo_id} ({type(error).__name__}); "
             f"{what_to_do(repo_id)}"
         ) from None
 
 
-def _hub_card(repo_id: str, weights: Path, cached_only: bool) -> tuple[ModelCard | None, Path | None, str | None]:
-    """The card published beside hub weights, when the repository has one (no card: uncalibrated)."""
+def hub_card_name(filename: str) -> str:
+    """The card published beside hub weights: ``sub/x.safetensors`` -> ``sub/x.card.json`` (same subfolder)."""
+    return card_path_for(PurePosixPath(filename)).as_posix()
+
+
+def _cached_as_missing(repo_id: str, filename: str) -> bool:
+    """The cache records that the hub said, earlier, that the repository has no such file."""
+    from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache
+
+    try:
+        return try_to_load_from_cache(repo_id, filename) is _CACHED_NO_EXIST
+    except Exception:  # noqa: BLE001 - an unreadable cache records nothing; the download decides
+        return False
+
+
+def _hub_card(
+    repo_id: str, filename: str, weights: Path, cached_only: bool
+) -> tuple[ModelCard | None, Path | None, str | None]:
+    """The card published beside hub weights ``filename`` (no card: uncalibrated). Only the hub saying that the
+    card does not exist (or, ``cached_only``, the cache not holding it) means no card; a card that cannot be
+    fetched (network, authentication) is a WeightsError, never a silently uncalibrated scan."""
     sibling = _sibling_card(weights)  # a snapshot folder holds every file fetched from that revision
     if sibling[0] is not None:
         return sibling
-    try:
-        path = _hub_download(repo_id, card_path_for(weights).name, cached_only=cached_only)
-    except WeightsError:
-        return None, None, None  # the repository publishes no card
-    if path is None:
+    name = hub_card_name(filename)
+    if _cached_as_missing(repo_id, name):
         return None, None, None
+    try:
+        path = _hub_download(repo_id, name, cached_only=cached_only, missing_ok=True)
+    except WeightsError as error:
+        raise WeightsError(f"model card of {filename}: {error}") from None
+    if path is None:
+        return None, None, None  # the repository publishes no card
     return _read_card(path), path, sha256_file(path)
 
 
 def _from_hub(spec: str) -> ResolvedWeights:
     parts = spec.removeprefix("hf://").split("/", 2)
-    if len(parts) != 3:
+    if len(parts) != 3 or not all(parts):
         raise WeightsError(f"{spec}: expected hf://OWNER/REPO/FILE.safetensors")
     owner, repo, filename = parts
+    _require_safetensors(filename, spec)
     repo_id = f"{owner}/{repo}"
     path = _hub_download(repo_id, filename, cached_only=False)
     if path is None:
         raise WeightsError(f"{spec}: not in the local Hugging Face cache and the hub is offline")
     digest = sha256_file(path)
-    card, card_path, card_digest = _hub_card(repo_id, path, cached_only=_hub_offline())
+    card, card_path, card_digest = _hub_card(repo_id, filename, path, cached_only=_hub_offline())
     if card is not None:
         _check_card_fits(card, card_path, path, digest)
     return ResolvedWeights(path, "hub", digest, card, card_path, card_digest)
@@ -227,6 +270,7 @@ def _shipped_or_hub(default_name: str, hub_repo: str | None, *, cached_only: boo
         hub = HubSource(repo_id=hub_repo, filename=default_name)
     if hub is None:
         return ResolvedWeights(None, "none", None)
+    _require_safetensors(hub.filename, f"{hub.repo_id}/{hub.filename}")
     path = _hub_download(hub.repo_id, hub.filename, cached_only=cached_only)
     if path is None:
         if cached_only:
@@ -240,7 +284,8 @@ def _shipped_or_hub(default_name: str, hub_repo: str | None, *, cached_only: boo
     if expected is not None and expected != digest:
         raise WeightsError(f"{hub.filename}: weights from {hub.repo_id} fail the SHA256SUMS check; refusing them")
     if card is None:
-        card, card_path, card_digest = _hub_card(hub.repo_id, path, cached_only=cached_only or _hub_offline())
+        card, card_path, card_digest = _hub_card(hub.repo_id, hub.filename, path,
+                                                 cached_only=cached_only or _hub_offline())
     if card is not None:
         _check_card_fits(card, card_path, path, digest)
     return ResolvedWeights(path, "hub", digest, card, card_path, card_digest)

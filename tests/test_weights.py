@@ -308,3 +308,90 @@ def test_half_precision_weights_load_into_a_float32_detector(tmp_path, detector)
     torch.testing.assert_close(fresh.head.weight, detector.head.weight.half().float())
     num_batches = [name for name, t in fresh.state_dict().items() if not t.is_floating_point()]
     assert all(fresh.state_dict()[n].dtype == detector.state_dict()[n].dtype for n in num_batches)
+
+
+# --- cards of hub weights: subfolders, missing cards and unreachable ones, the suffix first ----------------------
+
+
+def _fake_hub(monkeypatch, files: dict, *, card_error: Exception | None = None):
+    """An online hub holding ``files`` ({repo file name: local path}); nothing is cached. Records every call.
+    ``card_error``: what fetching any ``.card.json`` raises instead (the hub unreachable, say)."""
+    import huggingface_hub
+    import huggingface_hub.constants as constants
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def download(repo_id, filename, local_files_only=False, **kwargs):
+        calls.append((repo_id, filename, local_files_only))
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        if card_error is not None and filename.endswith(".card.json"):
+            raise card_error
+        if filename not in files:
+            raise EntryNotFoundError(f"{filename} is not in {repo_id}")
+        return str(files[filename])
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    return calls
+
+
+def test_the_card_of_hub_weights_in_a_subfolder_is_looked_up_in_that_subfolder(tmp_path, monkeypatch, shipped):
+    weights_dir, card_dir = tmp_path / "w", tmp_path / "c"  # not siblings: the card must come from the hub
+    weights_dir.mkdir(), card_dir.mkdir()
+    weights = shipped.weights("tiny_a", 1.0, folder=weights_dir)
+    card = shipped.card(weights, calibration=CALIBRATION)
+    moved = card_dir / card.name
+    card.rename(moved)
+    calls = _fake_hub(monkeypatch, {"v2/tiny_a.safetensors": weights, "v2/tiny_a.card.json": moved,
+                                    "tiny_a.card.json": tmp_path / "wrong-card-at-the-root.json"})
+    resolved = resolve_weights(None, "hf://lab/tiny/v2/tiny_a.safetensors")
+    assert resolved.card_path == moved and resolved.calibration.threshold == 0.7
+    assert ("lab/tiny", "v2/tiny_a.card.json", False) in calls
+    assert not any(filename == "tiny_a.card.json" for _, filename, _ in calls)
+
+
+def test_a_repository_without_a_card_gives_uncalibrated_weights(tmp_path, monkeypatch, shipped):
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    _fake_hub(monkeypatch, {"tiny_a.safetensors": weights})
+    resolved = resolve_weights(None, "hf://lab/tiny/tiny_a.safetensors")
+    assert resolved.trained and resolved.card is None and not resolved.calibration.calibrated
+
+
+@pytest.mark.parametrize("error", [ConnectionError("no route"), "unreachable", PermissionError("401 unauthorized")])
+def test_a_card_that_cannot_be_fetched_is_an_error_not_an_uncalibrated_scan(tmp_path, monkeypatch, shipped, error):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if error == "unreachable":  # what huggingface-hub raises when the hub cannot be reached and nothing is cached
+        error = LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    _fake_hub(monkeypatch, {"tiny_a.safetensors": weights}, card_error=error)
+    with pytest.raises(WeightsError) as raised:
+        resolve_weights(None, "hf://lab/tiny/tiny_a.safetensors")
+    message = str(raised.value)
+    assert "model card of tiny_a.safetensors" in message and type(error).__name__ in message and "\n" not in message
+
+
+def test_an_hf_spec_that_is_not_safetensors_is_refused_before_any_download(monkeypatch, tmp_path):
+    calls = _fake_hub(monkeypatch, {"model.pt": tmp_path / "model.pt"})
+    for spec in ("hf://lab/tiny/model.pt", "hf://lab/tiny/sub/model.bin"):
+        with pytest.raises(WeightsError, match="only .safetensors"):
+            resolve_weights(None, spec)
+    with pytest.raises(WeightsError, match="expected hf://OWNER/REPO/FILE"):
+        resolve_weights(None, "hf://lab//x.safetensors")
+    assert calls == []
+
+
+def test_sha256_digests_match_whatever_the_case_of_their_hex_digits(tmp_path, shipped):
+    weights = shipped.add("tiny_a", 1.0, calibration=CALIBRATION)
+    card = shipped.folder / "tiny_a.card.json"
+    data = json.loads(card.read_text())
+    data["weights"]["sha256"] = data["weights"]["sha256"].upper()
+    card.write_text(json.dumps(data))
+    shipped.seal()
+    sums = shipped.folder / "SHA256SUMS"
+    sums.write_text("".join(f"{digest.upper()}  {name}\n" for digest, name in
+                            (line.split() for line in sums.read_text().splitlines())))
+    resolved = resolve_weights("tiny_a.safetensors")
+    assert resolved.source == "shipped" and resolved.path == weights and resolved.card is not None
