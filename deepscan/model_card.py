@@ -7,19 +7,27 @@ hub, ``hub``. Only what the scanner uses is modelled here. Every other key (``me
 
 The ensemble's card (``weights/ensemble.card.json``) is smaller: an optional member list and the threshold on
 the mean calibrated P(fake).
+
+Cards come from strangers: every number the scanner uses must be finite and in its range (a calibration scale
+above 0, an input size up to 1024 px), a Platt calibration must carry its check, and JSON's non-standard
+``NaN`` / ``Infinity`` are refused anywhere in a card.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MODEL_CARD_SCHEMA = "deepscan.model-card"
 ENSEMBLE_CARD_SCHEMA = "deepscan.ensemble-card"
 CARD_SUFFIX = ".card.json"
+MAX_INPUT_SIZE = 1024  # px: no detector takes more, and a stranger's larger size would only exhaust memory
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class ModelCardError(ValueError):
@@ -32,13 +40,13 @@ class _Section(BaseModel):
 
 class CardDetector(_Section):
     name: str
-    input_size: int | None = None
+    input_size: int | None = Field(default=None, gt=0, le=MAX_INPUT_SIZE)
     architecture_kwargs: dict | None = None
 
 
 class CardWeights(_Section):
     file: str
-    sha256: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class HubSource(_Section):
@@ -47,8 +55,8 @@ class HubSource(_Section):
 
 
 class CalibrationCheck(_Section):
-    logits: list[float]
-    probabilities: list[float]
+    logits: list[Finite] = Field(min_length=1)
+    probabilities: list[Probability] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _same_length(self) -> "CalibrationCheck":
@@ -59,18 +67,24 @@ class CalibrationCheck(_Section):
 
 class CalibrationSection(_Section):
     method: Literal["platt"]
-    scale: float
-    bias: float
-    threshold: float = Field(ge=0.0, le=1.0)
+    scale: float = Field(gt=0.0, allow_inf_nan=False)  # > 0: a calibration must not reverse the ranking
+    bias: Finite
+    threshold: Probability
     threshold_rule: str = ""
     fitted_on: str = ""
     val_faces: int | None = None
     check: CalibrationCheck | None = None
 
+    @model_validator(mode="after")
+    def _platt_is_checked(self) -> "CalibrationSection":
+        if self.method == "platt" and self.check is None:
+            raise ValueError("a platt calibration needs its check (stored logits and the probabilities they map to)")
+        return self
+
 
 class ReliabilitySection(_Section):
-    min_face_px: float = Field(default=0.0, ge=0.0)
-    min_sharpness: float = Field(default=0.0, ge=0.0)
+    min_face_px: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    min_sharpness: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     text: str = ""
 
 
@@ -84,7 +98,7 @@ class ModelCard(_Section):
 
 
 class EnsembleThreshold(_Section):
-    threshold: float = Field(ge=0.0, le=1.0)
+    threshold: Probability
     threshold_rule: str = ""
 
 
@@ -93,19 +107,43 @@ class EnsembleCard(_Section):
     members: list[str] | None = None  # the detectors the threshold was chosen for; None: every trained one
     calibration: EnsembleThreshold
 
+    @model_validator(mode="after")
+    def _members_name_one_set(self) -> "EnsembleCard":
+        # The threshold was chosen for one set of members: an empty list names none, a repeated name would
+        # weigh that member twice in the mean.
+        if self.members is not None:
+            if not self.members or not all(name.strip() for name in self.members):
+                raise ValueError("members must name at least one detector, by a non-empty name")
+            repeated = sorted({name for name in self.members if self.members.count(name) > 1})
+            if repeated:
+                raise ValueError(f"members lists {', '.join(repeated)} more than once")
+        return self
+
 
 def card_path_for(weights: Path) -> Path:
     """``faclue.safetensors`` -> ``faclue.card.json`` in the same folder."""
     return weights.with_name(weights.stem + CARD_SUFFIX)
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    raise _NonFinite(name)
+
+
 def _read(path: Path, model: type[BaseModel]):
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except (OSError, UnicodeDecodeError) as error:
         raise ModelCardError(f"{path.name}: cannot be read ({error})") from None
     except json.JSONDecodeError as error:
         raise ModelCardError(f"{path.name}: not valid JSON (line {error.lineno}: {error.msg})") from None
+    except _NonFinite as error:
+        raise ModelCardError(f"{path.name}: not valid JSON ({error} is not a number JSON allows)") from None
+    except RecursionError:
+        raise ModelCardError(f"{path.name}: not valid JSON (nested too deeply)") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:

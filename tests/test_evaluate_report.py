@@ -210,8 +210,10 @@ def real_only_folder(tmp_path_factory):
 
 
 def _card(scale: float, bias: float, threshold: float) -> dict:
+    import math
+
     return {"method": "platt", "scale": scale, "bias": bias, "threshold": threshold, "threshold_rule": "test",
-            "fitted_on": "test"}
+            "fitted_on": "test", "check": {"logits": [0.0], "probabilities": [1 / (1 + math.exp(-bias))]}}
 
 
 def test_real_only_data_gives_the_false_alarm_rate_at_the_cards_threshold(tmp_path, real_only_folder, shipped):

@@ -395,3 +395,60 @@ def test_sha256_digests_match_whatever_the_case_of_their_hex_digits(tmp_path, sh
                             (line.split() for line in sums.read_text().splitlines())))
     resolved = resolve_weights("tiny_a.safetensors")
     assert resolved.source == "shipped" and resolved.path == weights and resolved.card is not None
+
+
+# --- model cards from strangers: every number the scanner uses is finite and in range ----------------------------
+
+HUGE = "__huge__"  # written as 1e400: valid JSON that Python reads as infinity, past any parse_constant hook
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda card: card["calibration"].update(scale=0.0), "calibration.scale"),
+    (lambda card: card["calibration"].update(scale=-2.0), "calibration.scale"),
+    (lambda card: card["calibration"].update(scale=HUGE), "calibration.scale"),
+    (lambda card: card["calibration"].update(bias="NaN"), "calibration.bias"),
+    (lambda card: card["calibration"].pop("check"), "needs its check"),
+    (lambda card: card["calibration"]["check"].update(logits=[HUGE, 0.0, 2.0]), "calibration.check.logits"),
+    (lambda card: card["calibration"]["check"].update(probabilities=[0.1, 1.5, 0.9]), "calibration.check.probabilities"),
+    (lambda card: card.update(reliability={"min_face_px": HUGE}), "reliability.min_face_px"),
+    (lambda card: card["detector"].update(input_size=0), "detector.input_size"),
+    (lambda card: card["detector"].update(input_size=100_000), "detector.input_size"),
+    (lambda card: card["weights"].update(sha256="not-a-digest"), "weights.sha256"),
+])
+def test_a_card_with_numbers_out_of_range_is_refused_in_one_line(tmp_path, shipped, edit, message):
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    path = shipped.card(weights, calibration=json.loads(json.dumps(CALIBRATION)))
+    card = json.loads(path.read_text())
+    edit(card)
+    path.write_text(json.dumps(card).replace(f'"{HUGE}"', "1e400"))
+    with pytest.raises(WeightsError) as raised:
+        resolve_weights(None, weights)
+    assert "not a usable model card" in str(raised.value) and message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_anywhere_in_a_card_are_refused(tmp_path, shipped, constant):
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    path = shipped.card(weights, calibration=CALIBRATION)
+    path.write_text(path.read_text().replace('"auc": 0.9', f'"auc": {constant}'))  # even where nobody reads it
+    with pytest.raises(WeightsError, match=f"tiny_a.card.json: not valid JSON \\({constant} is not a number"):
+        resolve_weights(None, weights)
+
+
+@pytest.mark.parametrize("members, message", [
+    ([], "at least one detector"),
+    (["tiny_a", "tiny_a"], "tiny_a more than once"),
+    (["tiny_a", " "], "non-empty name"),
+])
+def test_an_ensemble_card_names_each_member_once(tmp_path, members, message):
+    from deepscan.model_card import ModelCardError, read_ensemble_card
+
+    path = tmp_path / "ensemble.card.json"
+    path.write_text(json.dumps({"schema": "deepscan.ensemble-card", "members": members,
+                                "calibration": {"threshold": 0.6}}))
+    with pytest.raises(ModelCardError, match=message):
+        read_ensemble_card(path)
+    path.write_text(json.dumps({"schema": "deepscan.ensemble-card", "members": ["tiny_a", "tiny_b"],
+                                "calibration": {"threshold": 0.6}}))
+    assert read_ensemble_card(path).members == ["tiny_a", "tiny_b"]
