@@ -105,6 +105,29 @@ class Calibration:
         return calibration
 
 
+def threshold_rule(reals: int, target_fpr: float) -> str:
+    return (
+        f"highest threshold on the calibrated validation scores that reaches the best true-positive rate "
+        f"while the false-positive rate on the {reals} validation real faces stays at most {target_fpr:g}"
+    )
+
+
+def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_fpr: float) -> tuple[float, float, float]:
+    """The verdict threshold on validation P(fake) (see :func:`fit_calibration`): (threshold, its FPR, its TPR)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(labels, probabilities, drop_intermediate=False)
+    # fpr and tpr grow as the threshold falls. Among the thresholds within the false-positive budget, take the
+    # highest one that already catches as many fakes as any of them: lower ones would spend the budget on
+    # nothing (on separable data, the smallest allowed threshold sits far below every fake, near 0).
+    within = np.flatnonzero(fpr <= target_fpr)
+    allowed = int(within[np.argmax(tpr[within] >= tpr[within].max())])
+    threshold = float(thresholds[allowed])
+    if not np.isfinite(threshold) or threshold > 1.0:  # scikit-learn's "above every score" sentinel
+        threshold = min(1.0, float(np.nextafter(np.max(probabilities), np.inf)))
+    return threshold, float(fpr[allowed]), float(tpr[allowed])
+
+
 def fit_calibration(
     logits: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
@@ -122,7 +145,6 @@ def fit_calibration(
     ``fitted_on`` describes the faces (data set, split, how many videos) for the card's readers.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_curve
 
     x = np.asarray(logits, dtype=np.float64).ravel()
     y = np.asarray(labels).ravel()
@@ -149,15 +171,7 @@ def fit_calibration(
     calibration = Calibration(scale=scale, bias=bias, method=PLATT)
     probabilities = calibration.probability(x)
 
-    fpr, tpr, thresholds = roc_curve(y, probabilities, drop_intermediate=False)
-    # fpr and tpr grow as the threshold falls. Among the thresholds within the false-positive budget, take the
-    # highest one that already catches as many fakes as any of them: lower ones would spend the budget on
-    # nothing (on separable data, the smallest allowed threshold sits far below every fake, near 0).
-    within = np.flatnonzero(fpr <= target_fpr)
-    allowed = int(within[np.argmax(tpr[within] >= tpr[within].max())])
-    threshold = float(thresholds[allowed])
-    if not np.isfinite(threshold) or threshold > 1.0:  # scikit-learn's "above every score" sentinel
-        threshold = min(1.0, float(np.nextafter(probabilities.max(), np.inf)))
+    threshold, val_fpr, val_tpr = choose_threshold(probabilities, y, target_fpr)
 
     order = np.sort(x)
     stored = order[np.linspace(0, len(order) - 1, CHECK_POINTS).round().astype(int)]
@@ -166,15 +180,12 @@ def fit_calibration(
         "scale": scale,
         "bias": bias,
         "threshold": threshold,
-        "threshold_rule": (
-            f"highest threshold on the calibrated validation scores that reaches the best true-positive rate "
-            f"while the false-positive rate on the {reals} validation real faces stays at most {target_fpr:g}"
-        ),
+        "threshold_rule": threshold_rule(reals, target_fpr),
         "fitted_on": fitted_on,
         "val_faces": int(x.size),
         "target_fpr": float(target_fpr),
-        "val_fpr": float(fpr[allowed]),
-        "val_tpr": float(tpr[allowed]),
+        "val_fpr": val_fpr,
+        "val_tpr": val_tpr,
         "check": {
             "logits": [float(v) for v in stored],
             "probabilities": [float(v) for v in calibration.probability(stored)],

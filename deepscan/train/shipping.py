@@ -2,6 +2,7 @@
 
     python -m deepscan.train.shipping ship RUN_DIR RECIPE [--into weights]
     python -m deepscan.train.shipping evaluate NAME
+    python -m deepscan.train.shipping ensemble
 
 1. the run's selected weights are written as fp16 safetensors (half the size; the scanner computes in float32);
 2. the validation faces of the recipe (the split the checkpoint was chosen on, never test data) are scored by
@@ -52,15 +53,17 @@ def to_fp16_safetensors(source: Path, target: Path) -> None:
     save_file({key: value.contiguous() for key, value in state.items()}, str(target), metadata=metadata)
 
 
-def validation_faces(recipe_path: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """The recipe's validation faces as the trainer validates on them: uint8 crops at the input size, labels,
-    and a description of where they come from."""
+def validation_faces(recipe_path: Path, input_size: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The recipe's validation faces as the trainer validates on them: uint8 crops at the input size (or at
+    ``input_size``), labels, and a description of where they come from."""
     from deepscan.registry import get_config
     from deepscan.train.distributed import init_distributed
-    from deepscan.train.recipe import load_recipe
+    from deepscan.train.recipe import load_recipe, with_changes
     from deepscan.train.trainer import Trainer, TrainOptions
 
     recipe = load_recipe(recipe_path)
+    if input_size is not None:
+        recipe = with_changes(recipe, input_size=input_size)
     trainer = Trainer(recipe, TrainOptions(output=Path("unused")), init_distributed("cpu"))
     trainer.detector_config = get_config(recipe.detector.name)
     trainer.prepare_data()
@@ -187,6 +190,47 @@ def ship(run: Path, recipe_path: Path, into: Path) -> Path:
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
     write_markdown(card_path)
     return card_path
+
+
+def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
+    """``ensemble.card.json``: the shipped detectors as members and the threshold on their mean calibrated P(fake),
+    chosen on validation faces by the members' own rule (each member scores its own resize of the same crop)."""
+    from PIL import Image
+
+    from deepscan.calibration import Calibration, choose_threshold, threshold_rule
+    from deepscan.model_card import CalibrationSection
+    from deepscan.weights import ResolvedWeights, build_detector, sha256_file
+
+    cards = {path.name.removesuffix(".card.json"): json.loads(path.read_text()) for path in sorted(into.glob("*.card.json"))}
+    members = sorted(name for name, card in cards.items() if card.get("schema") == "deepscan.model-card")
+    if not members:
+        raise SystemExit(f"{into}: no shipped detector to form an ensemble from")
+    sizes = {name: cards[name]["detector"]["input_size"] for name in members}
+    crops, labels, described = validation_faces(Path(cards[members[0]]["shipped_from"]["recipe"]), max(sizes.values()))
+    probabilities = []
+    for name in members:
+        weights = into / f"{name}.safetensors"
+        detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
+        resized = np.stack([np.asarray(Image.fromarray(c).resize((sizes[name],) * 2, Image.Resampling.BOX)) for c in crops])
+        calibration = Calibration.from_card(CalibrationSection.model_validate(cards[name]["calibration"]))
+        probabilities.append(calibration.probability(score(detector.eval(), resized)))
+    mean = np.mean(probabilities, axis=0)
+    threshold, val_fpr, val_tpr = choose_threshold(mean, labels, target_fpr)
+    card = {
+        "schema": "deepscan.ensemble-card",
+        "members": members,
+        "calibration": {
+            "threshold": threshold,
+            "threshold_rule": threshold_rule(int((labels == 0).sum()), target_fpr).replace("calibrated", "mean calibrated"),
+            "fitted_on": described,
+            "val_fpr": val_fpr,
+            "val_tpr": val_tpr,
+        },
+    }
+    path = into / "ensemble.card.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    update_checksums(into)
+    return path
 
 
 # The model card's figures: one `deepscan evaluate` run each, on the protocol's held-out data
@@ -351,11 +395,15 @@ def main() -> None:
     evaluate_parser.add_argument("--splits", type=Path, default=Path("local/splits"), help="the protocol's split CSVs")
     evaluate_parser.add_argument("--out", type=Path, default=Path("local/eval"), help="evaluation outputs")
     evaluate_parser.add_argument("--only", action="append", help="run only this plan entry (repeatable)")
+    ensemble_parser = commands.add_parser("ensemble", help="ensemble card: members and threshold chosen on validation")
+    ensemble_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
     if args.command == "ship":
         print(ship(args.run, args.recipe, args.into))
+    elif args.command == "ensemble":
+        print(ship_ensemble(args.into))
     elif args.command == "evaluate":
         evaluate_shipped(args.name, args.into, args.splits, args.out, args.only)
     else:
