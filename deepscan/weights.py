@@ -377,12 +377,66 @@ def weights_metadata(weights: ResolvedWeights) -> dict[str, str]:
         raise WeightsError(f"{weights.path.name}: not a readable safetensors file ({error})") from None
 
 
+# Detector kwargs that say where starting weights come from, not what the network is: taken from a stranger's
+# weights header or model card they would make timm (or the detector) download or read files while building.
+LOADING_KWARGS = frozenset({"pretrained", "pretrained_path", "pretrained_cfg", "pretrained_cfg_overlay",
+                            "checkpoint_path", "vgg_weights", "cache_dir"})
+
+
+def _is_loading_kwarg(key: str) -> bool:
+    return key in LOADING_KWARGS or "pretrained" in key or "checkpoint" in key or key.endswith(("_path", "_url"))
+
+
+def _weights_name(resolved: ResolvedWeights) -> str:
+    return resolved.path.name if resolved.path is not None else "weights"
+
+
+def _stranger_settings(resolved: ResolvedWeights, metadata: dict[str, str]) -> tuple[dict, int | None]:
+    """The architecture kwargs and input size the weights were trained with (header metadata first, else the
+    model card), checked: a JSON object of architecture settings only, and a size in (0, MAX_INPUT_SIZE]."""
+    from deepscan.model_card import MAX_INPUT_SIZE
+
+    name = _weights_name(resolved)
+    card_detector = resolved.card.detector if resolved.card else None
+    if "detector_kwargs" in metadata:
+        where = "its header's detector_kwargs"
+        try:
+            kwargs = json.loads(metadata["detector_kwargs"])
+        except (ValueError, RecursionError):
+            raise WeightsError(f"{name}: {where} is not valid JSON") from None
+    else:
+        where = "its model card's architecture_kwargs"
+        kwargs = (card_detector.architecture_kwargs if card_detector else None) or {}
+    if not isinstance(kwargs, dict):
+        raise WeightsError(f"{name}: {where} is not a JSON object of detector settings")
+    # Off (false, null) they load nothing and are every detector's default: dropped. On, they are refused.
+    loading = sorted(str(key) for key, value in kwargs.items() if _is_loading_kwarg(str(key)) and value)
+    kwargs = {key: value for key, value in kwargs.items() if not _is_loading_kwarg(str(key))}
+    if loading:
+        raise WeightsError(
+            f"{name}: {where} sets {', '.join(loading)}, which would load or download other weights while building "
+            "the detector; refused"
+        )
+    raw_size = metadata.get("input_size") or (card_detector.input_size if card_detector else None)
+    size = None
+    if raw_size is not None:
+        try:
+            size = int(str(raw_size).strip())
+        except ValueError:
+            raise WeightsError(f"{name}: input size {str(raw_size)[:40]!r} is not a whole number of pixels") from None
+        if not 0 < size <= MAX_INPUT_SIZE:
+            raise WeightsError(f"{name}: input size {size} px is outside 1-{MAX_INPUT_SIZE} px")
+    return kwargs, size
+
+
 def build_detector(
     method: str, spec: str | Path | None = None, *, resolved: ResolvedWeights | None = None
 ) -> tuple[Detector, ResolvedWeights]:
     """The detector ``method`` as its weights were trained: architecture kwargs and input size come from the
     weights' metadata (written by ``deepscan train``), else from their model card, so a recipe's backbone or
-    input size needs no flag."""
+    input size needs no flag. Those settings come from strangers: kwargs that would load other weights
+    (``pretrained``, paths) are refused, and anything that goes wrong building the detector from them is a
+    one-line WeightsError."""
     from deepscan.registry import create_detector, get_config
 
     if resolved is None:
@@ -390,19 +444,23 @@ def build_detector(
     metadata = weights_metadata(resolved)
     trained_for = metadata.get("detector") or (resolved.card.detector.name if resolved.card else None)
     if trained_for and trained_for != method:
-        raise WeightsError(f"{resolved.path.name}: weights of detector {trained_for!r}, not {method!r} (use --method {trained_for})")
-    card_detector = resolved.card.detector if resolved.card else None
-    try:
-        if "detector_kwargs" in metadata:
-            kwargs = json.loads(metadata["detector_kwargs"])
-        else:
-            kwargs = (card_detector.architecture_kwargs if card_detector else None) or {}
-        detector = create_detector(method, **kwargs)
-    except (ValueError, TypeError) as error:
-        raise WeightsError(f"{resolved.path.name}: its detector settings do not build {method!r} ({error})") from None
-    input_size = metadata.get("input_size") or (card_detector.input_size if card_detector else None)
-    if input_size:
-        detector.config = replace(detector.config, input_size=int(input_size))
+        raise WeightsError(
+            f"{_weights_name(resolved)}: weights of detector {trained_for!r}, not {method!r} (use --method {trained_for})"
+        )
+    kwargs, input_size = _stranger_settings(resolved, metadata)
+    if kwargs:
+        try:
+            detector = create_detector(method, **kwargs)
+        except Exception as error:  # noqa: BLE001 - a stranger's settings: whatever breaks is one line
+            detail = " ".join(str(error).split())[:200]
+            raise WeightsError(
+                f"{_weights_name(resolved)}: its detector settings do not build {method!r} "
+                f"({type(error).__name__}: {detail})"
+            ) from None
+    else:
+        detector = create_detector(method)
+    if input_size is not None:
+        detector.config = replace(detector.config, input_size=input_size)
     load_weights(detector, resolved)
     return detector, resolved
 

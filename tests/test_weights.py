@@ -452,3 +452,58 @@ def test_an_ensemble_card_names_each_member_once(tmp_path, members, message):
     path.write_text(json.dumps({"schema": "deepscan.ensemble-card", "members": ["tiny_a", "tiny_b"],
                                 "calibration": {"threshold": 0.6}}))
     assert read_ensemble_card(path).members == ["tiny_a", "tiny_b"]
+
+
+# --- building a detector from a stranger's settings ------------------------------------------------------------
+
+
+def _with_header(tmp_path, detector, **metadata):
+    path = tmp_path / "w.safetensors"
+    save_weights(detector, path, {key: value if isinstance(value, str) else json.dumps(value)
+                                  for key, value in metadata.items()})
+    return path
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({"detector_kwargs": {"use_local": False, "pretrained": True}}, "sets pretrained, which would load"),
+    ({"detector_kwargs": {"use_local": False, "checkpoint_path": "/etc/x.pth"}}, "sets checkpoint_path"),
+    ({"detector_kwargs": {"use_local": False, "pretrained_cfg_overlay": {"file": "x"}}}, "sets pretrained_cfg_overlay"),
+    ({"detector_kwargs": "[1, 2]"}, "not a JSON object"),
+    ({"detector_kwargs": "{not json"}, "not valid JSON"),
+    ({"detector_kwargs": {"use_local": False, "no_such_setting": 3}}, "do not build 'faclue' (TypeError"),
+    ({"detector_kwargs": {"use_local": False, "backbone": "no_such_net"}}, "do not build 'faclue' (RuntimeError"),
+    ({"detector_kwargs": {"use_local": False}, "input_size": "big"}, "input size 'big' is not a whole number"),
+    ({"detector_kwargs": {"use_local": False}, "input_size": "0"}, "input size 0 px is outside 1-1024 px"),
+    ({"detector_kwargs": {"use_local": False}, "input_size": "4096"}, "input size 4096 px is outside 1-1024 px"),
+])
+def test_a_strangers_detector_settings_that_do_not_build_are_one_line(tmp_path, detector, metadata, message):
+    from deepscan.weights import build_detector
+
+    path = _with_header(tmp_path, detector, **metadata)
+    with pytest.raises(WeightsError) as raised:
+        build_detector("faclue", path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_loading_settings_that_are_off_load_nothing_and_are_dropped(tmp_path, detector):
+    from deepscan.weights import build_detector
+
+    path = _with_header(tmp_path, detector, detector_kwargs={"use_local": False, "pretrained": False})
+    built, _ = build_detector("faclue", path)
+    assert built.fae.out_channels == 3 and torch.equal(built.head.weight, detector.head.weight)
+
+
+def test_a_card_that_asks_for_pretrained_weights_is_refused(tmp_path, shipped):
+    from deepscan.weights import build_detector
+
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(str(weights)), str(bare))  # no header metadata: the card's settings are used
+    card = shipped.card(bare, calibration=CALIBRATION)
+    data = json.loads(card.read_text())
+    data["detector"].update(name="tiny_a", architecture_kwargs={"pretrained": True})
+    card.write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="bare.safetensors: its model card's architecture_kwargs sets pretrained"):
+        build_detector("tiny_a", bare)
