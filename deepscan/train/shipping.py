@@ -269,7 +269,8 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         if not all(Path(path).is_file() for path in data):
             print(f"skipping {key}: {', '.join(data)} missing (python -m deepscan.train.protocol)")
             continue
-        command = ["deepscan", "evaluate", *data, "-m", name, "--out", str(out / name / key), *options]
+        weights = str(into / f"{name}.safetensors")
+        command = ["deepscan", "evaluate", *data, "-m", name, "--weights", weights, "--out", str(out / name / key), *options]
         print("$", shlex.join(command), flush=True)
         subprocess.run(command, check=True)
         add_metrics(card_path, key, out / name / key / "results.json", command)
