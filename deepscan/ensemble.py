@@ -3,7 +3,10 @@
 The rule, stated once:
 
 - members: every registered detector whose own weights resolve as trained (bundled, in the Hugging Face cache,
-  or fetched from the hub when online), or exactly those named by ``weights/ensemble.card.json``;
+  or fetched from the hub when online), or exactly those named by ``weights/ensemble.card.json``. A detector is
+  left out (and the scan says so) only when its weights cannot be had here and now; weights or a card that fail
+  an integrity check (``SHA256SUMS``, the card's sha256, its calibration check) stop the ensemble, as anything
+  else wrong with a member's weights does;
 - per face, P(fake) is the mean of the members' calibrated P(fake), each member scoring its own crop of the
   same face square at its own input size;
 - a track is fake when the median of that mean reaches 0.5, or the threshold the ensemble card chose on
@@ -19,7 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deepscan.model_card import EnsembleCard, ModelCardError, read_ensemble_card
-from deepscan.weights import ResolvedWeights, WeightsError, resolve_detector_weights, sha256_file, what_to_do
+from deepscan.weights import (
+    ResolvedWeights,
+    WeightsError,
+    WeightsUnavailableError,
+    resolve_detector_weights,
+    sha256_file,
+    what_to_do,
+)
 
 ENSEMBLE = "ensemble"
 ENSEMBLE_CARD = "ensemble.card.json"
@@ -103,11 +113,13 @@ def plan_ensemble() -> EnsemblePlan:
     for name in _candidates(card):
         try:
             resolved = resolve_detector_weights(get_config(name))
-        except WeightsError as error:
+        except WeightsUnavailableError as error:  # not to be had here and now: left out, unless the card names it
             if card is not None and card.members is not None:
                 raise EnsembleError(f"ensemble member {name}: {error}") from None
             skipped.append(f"{name}: {error}")
             continue
+        except WeightsError as error:  # altered weights or card, or unusable ones: never silently left out
+            raise EnsembleError(f"ensemble member {name}: {error}") from None
         if resolved.trained:
             members.append((name, resolved))
         elif card is not None and card.members is not None:

@@ -16,7 +16,8 @@ One function, :func:`resolve_weights`, resolves every weights spec:
   and no weights at all (the detector is untrained, which the caller must say) when nothing names any.
 
 A file whose sha256 differs from its card's ``weights.sha256`` or from its ``SHA256SUMS`` line is refused, and
-so is a bundled card that fails ``SHA256SUMS``. Tensors stored in half precision (shipped weights are fp16, to
+so is a bundled card that fails ``SHA256SUMS`` or a card whose calibration check fails (:class:`IntegrityError`);
+weights that cannot be had (offline, hub unreachable) raise :class:`WeightsUnavailableError`. Tensors stored in half precision (shipped weights are fp16, to
 halve the download) are cast to the detector's own dtype on loading.
 """
 
@@ -44,6 +45,16 @@ def what_to_do(repo_id: str | None = None) -> str:
 
 class WeightsError(Exception):
     """A weights file that cannot be used; the message is one line for the user."""
+
+
+class IntegrityError(WeightsError):
+    """Weights or a model card that fail a check of what they must be: their ``SHA256SUMS`` line, the sha256 their
+    card states, the card's calibration check. Never a reason to carry on without them: someone altered them."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """Trained weights that cannot be had here and now (not bundled, not cached, and the hub offline or not
+    answering): the only weights failure an ensemble may leave a member out for."""
 
 
 @dataclass(frozen=True)
@@ -116,13 +127,14 @@ def _read_card(path: Path) -> ModelCard:
         Calibration.from_card(card.calibration)  # its check must hold before any score is reported
     except (ModelCardError, CalibrationError) as error:
         message = str(error)
-        raise WeightsError(message if message.startswith(path.name) else f"{path.name}: {message}") from None
+        kind = IntegrityError if isinstance(error, CalibrationError) else WeightsError
+        raise kind(message if message.startswith(path.name) else f"{path.name}: {message}") from None
     return card
 
 
 def _check_card_fits(card: ModelCard, card_path: Path, weights: Path, digest: str) -> None:
     if card.weights.sha256.lower() != digest.lower():
-        raise WeightsError(
+        raise IntegrityError(
             f"{weights.name}: sha256 {digest[:12]}... differs from its model card {card_path.name} "
             f"({card.weights.sha256[:12]}...): the card belongs to other weights, or the file was altered"
         )
@@ -135,7 +147,7 @@ def _shipped_card(folder: Path, name: str, sums: dict[str, str]) -> tuple[ModelC
         return None, path, None
     digest = sha256_file(path)
     if sums.get(path.name) != digest:
-        raise WeightsError(f"{path.name}: shipped model card fails its SHA256SUMS check; reinstall deepscan")
+        raise IntegrityError(f"{path.name}: shipped model card fails its SHA256SUMS check; reinstall deepscan")
     return _read_card(path), path, digest
 
 
@@ -189,7 +201,7 @@ def _hub_download(repo_id: str, filename: str, *, cached_only: bool, missing_ok:
     except Exception as error:  # network, auth, missing repo or file: one line for the user
         if missing_ok and _entry_missing(error):
             return None
-        raise WeightsError(
+        raise WeightsUnavailableError(
             f"{filename}: could not fetch from the hub repository {repo_id} ({type(error).__name__}); "
             f"{what_to_do(repo_id)}"
         ) from None
@@ -225,7 +237,7 @@ def _hub_card(
     try:
         path = _hub_download(repo_id, name, cached_only=cached_only, missing_ok=True)
     except WeightsError as error:
-        raise WeightsError(f"model card of {filename}: {error}") from None
+        raise type(error)(f"model card of {filename}: {error}") from None
     if path is None:
         return None, None, None  # the repository publishes no card
     return _read_card(path), path, sha256_file(path)
@@ -240,7 +252,7 @@ def _from_hub(spec: str) -> ResolvedWeights:
     repo_id = f"{owner}/{repo}"
     path = _hub_download(repo_id, filename, cached_only=False)
     if path is None:
-        raise WeightsError(f"{spec}: not in the local Hugging Face cache and the hub is offline")
+        raise WeightsUnavailableError(f"{spec}: not in the local Hugging Face cache and the hub is offline")
     digest = sha256_file(path)
     card, card_path, card_digest = _hub_card(repo_id, filename, path, cached_only=_hub_offline())
     if card is not None:
@@ -261,7 +273,7 @@ def _shipped_or_hub(default_name: str, hub_repo: str | None, *, cached_only: boo
     if path.exists():
         digest = sha256_file(path)
         if sums.get(default_name) != digest:
-            raise WeightsError(f"{path.name}: shipped weights fail their SHA256SUMS check; reinstall deepscan")
+            raise IntegrityError(f"{path.name}: shipped weights fail their SHA256SUMS check; reinstall deepscan")
         if card is not None:
             _check_card_fits(card, card_path, path, digest)
         return ResolvedWeights(path, "shipped", digest, card, card_path, card_digest)
@@ -275,14 +287,14 @@ def _shipped_or_hub(default_name: str, hub_repo: str | None, *, cached_only: boo
     if path is None:
         if cached_only:
             return None
-        raise WeightsError(
+        raise WeightsUnavailableError(
             f"{default_name}: trained weights are neither bundled nor in the Hugging Face cache, and the hub is "
             f"offline (HF_HUB_OFFLINE): {what_to_do(hub.repo_id)}"
         )
     digest = sha256_file(path)
     expected = sums.get(hub.filename)
     if expected is not None and expected != digest:
-        raise WeightsError(f"{hub.filename}: weights from {hub.repo_id} fail the SHA256SUMS check; refusing them")
+        raise IntegrityError(f"{hub.filename}: weights from {hub.repo_id} fail the SHA256SUMS check; refusing them")
     if card is None:
         card, card_path, card_digest = _hub_card(hub.repo_id, hub.filename, path,
                                                  cached_only=cached_only or _hub_offline())

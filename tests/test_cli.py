@@ -286,6 +286,45 @@ def test_an_ensemble_card_sets_the_members_and_the_threshold(tmp_path, portrait_
     assert report["custody"]["decision"]["threshold_source"] == "ensemble card"
 
 
+def _offline_empty_hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_an_ensemble_member_that_fails_an_integrity_check_stops_the_ensemble(tmp_path, portrait_jpg, shipped):
+    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)
+    shipped.add("tiny_b", -2.5)
+    (shipped.folder / "tiny_b.safetensors").write_bytes(b"altered after release")
+    result = run("scan", portrait_jpg, "--method", "ensemble")
+    assert result.exit_code == 2 and len(stderr_lines(result)) == 1, result.stderr
+    assert "ensemble member tiny_b" in result.stderr and "SHA256SUMS" in result.stderr
+    assert "left out" not in result.stderr
+
+    shipped.add("tiny_b", -2.5, calibration=dict(CALIBRATION, bias=0.0))  # its calibration check fails
+    result = run("scan", portrait_jpg, "--method", "ensemble")
+    assert result.exit_code == 2 and "ensemble member tiny_b" in result.stderr
+    assert "calibration check fails" in result.stderr and len(stderr_lines(result)) == 1
+
+
+def test_an_ensemble_member_whose_weights_cannot_be_had_is_left_out(tmp_path, portrait_jpg, shipped, monkeypatch):
+    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)
+    release = tmp_path / "release"  # tiny_b's weights are on the hub only; offline and not cached here
+    release.mkdir()
+    card = shipped.card(shipped.weights("tiny_b", 1.0, folder=release),
+                        hub={"repo_id": "lab/tiny-b", "filename": "tiny_b.safetensors"})
+    (shipped.folder / card.name).write_bytes(card.read_bytes())
+    shipped.seal()
+    _offline_empty_hub_cache(tmp_path, monkeypatch)
+    result, report = _scan_json(tmp_path, portrait_jpg, "--method", "ensemble")
+    assert result.exit_code == 0, result.output
+    assert "ensemble: left out tiny_b" in result.stderr and "offline" in result.stderr
+    assert [m["name"] for m in report["custody"]["decision"]["members"]] == ["tiny_a"]
+
+
 def test_ensemble_without_trained_members_or_with_weights_is_one_line(portrait_jpg, shipped):
     result = run("scan", portrait_jpg, "--method", "ensemble")
     assert result.exit_code == 2 and len(stderr_lines(result)) == 1

@@ -507,3 +507,24 @@ def test_a_card_that_asks_for_pretrained_weights_is_refused(tmp_path, shipped):
     card.write_text(json.dumps(data))
     with pytest.raises(WeightsError, match="bare.safetensors: its model card's architecture_kwargs sets pretrained"):
         build_detector("tiny_a", bare)
+
+
+def test_integrity_failures_and_unavailable_weights_are_told_apart(tmp_path, monkeypatch, shipped):
+    from deepscan.weights import IntegrityError, WeightsUnavailableError
+
+    weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
+    shipped.card(weights, calibration=dict(CALIBRATION, bias=-0.5))  # the check no longer holds
+    with pytest.raises(IntegrityError, match="calibration check fails"):
+        resolve_weights(None, weights)
+    shipped.card(weights, calibration=CALIBRATION)
+    shipped.weights("tiny_a", 2.0, folder=tmp_path)  # other weights under the card
+    with pytest.raises(IntegrityError, match="differs from its model card"):
+        resolve_weights(None, weights)
+    shipped.add("tiny_b", 1.0)
+    (shipped.folder / "tiny_b.safetensors").write_bytes(b"tampered")
+    with pytest.raises(IntegrityError, match="SHA256SUMS"):
+        resolve_weights("tiny_b.safetensors")
+    _card_pointing_to_hub(shipped, tmp_path)
+    _hub_cache(tmp_path, monkeypatch, "lab/other", {})  # offline, nothing cached
+    with pytest.raises(WeightsUnavailableError, match="offline"):
+        resolve_weights("tiny_a.safetensors")
