@@ -286,6 +286,10 @@ def _print_summary(results, trained: bool, *, ensemble: bool = False) -> None:
             if track.reason and trained:
                 style = VERDICT_STYLE["inconclusive"]
                 notes.append(f"[{style}]inconclusive[/] {escape(where)}: {escape(track.reason)}")
+            elif track.share_outside_range and trained:
+                notes.append(f"[bold]partly outside the reliable range[/] {escape(where)}: scored on the "
+                             f"{track.judged_faces} of its {track.faces} faces inside it "
+                             f"({track.share_outside_range:.0%} of its faces are outside)")
     out.print(table)
     for note in notes:  # below the table, at the full width of the terminal: a narrow column would shred them
         out.print(note, highlight=False)

@@ -25,7 +25,15 @@ from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import iter_frames, probe_video
 from deepscan.reliability import ReliableRange, bits_per_pixel, face_sharpness, strictest
-from deepscan.verdicts import FileVerdict, TrackVerdict, decide, file_verdict, member_agreement, track_verdict
+from deepscan.verdicts import (
+    FileVerdict,
+    TrackVerdict,
+    decide,
+    file_verdict,
+    judged_indices,
+    member_agreement,
+    track_verdict,
+)
 from deepscan.weights import ResolvedWeights, sha256_file
 
 if TYPE_CHECKING:
@@ -337,17 +345,19 @@ class Scanner:
 
     def _track(self, track_id: int, faces: list[FaceResult]) -> TrackVerdict:
         threshold = self.judge.threshold
+        outside_range = [f.outside_range for f in faces] if self.reliable_range.bounded else None
         track = track_verdict(
             track_id,
             [f.fake_probability for f in faces],
             [f.time_s for f in faces],
             threshold,
-            outside_range=[f.outside_range for f in faces] if self.reliable_range.bounded else None,
+            outside_range=outside_range,
             reliable_range=self.reliable_range.describe(),
         )
         if self.judge.ensemble:
+            judged = [faces[index] for index in judged_indices(outside_range, len(faces))]  # as the track's score
             track.members, track.agreement = member_agreement(
-                {m.name: [f.member_probabilities[m.name] for f in faces] for m in self.judge.members},
+                {m.name: [f.member_probabilities[m.name] for f in judged] for m in self.judge.members},
                 {m.name: m.calibration.threshold for m in self.judge.members},
                 decide(track.score, threshold),
             )

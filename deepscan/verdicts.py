@@ -9,9 +9,14 @@ frame, so a forged track is high throughout; the median ignores the few frames w
 turn one bad frame into an accusation. The mean, the maximum and the share of faces above the threshold are
 reported beside it so that a partly forged track (a swap in a few seconds only) stays visible.
 
-Track label: "fake" when the score reaches the threshold, "real" below it, and "inconclusive" when every face
-of the track is outside the range the detector was found reliable on (smaller or blurrier than its model card's
-``reliability`` section allows): its score is still reported, but it judges nothing.
+Reliable range: a track is judged on its faces inside the range the detector was found reliable on (at least as
+large and as sharp as its model card's ``reliability`` section says). When some of its faces are outside it, the
+track's score (and its mean, maximum and share above the threshold) are those of the faces inside only, and the
+share of its faces outside the range is reported beside them: a face the detector cannot judge must not move the
+verdict, in either direction. When every face is outside, the track is "inconclusive": its score (the median of
+all its faces) is still reported, but it judges nothing.
+
+Track label: "fake" when the score reaches the threshold, "real" below it, "inconclusive" as above.
 
 File verdict: "fake" when any track is fake (one forged person makes a forged video); "inconclusive" when no
 track is fake but some track is inconclusive (never "real" then: a face that could not be judged may be the
@@ -39,12 +44,14 @@ class TrackVerdict:
     faces: int
     start_s: float
     end_s: float
-    score: float  # median P(fake)
+    score: float  # median P(fake) of the faces judged (those inside the reliable range; all when none is)
     mean: float
     max: float
     share_above_threshold: float
     label: str
     reason: str | None = None  # why a track is inconclusive
+    judged_faces: int | None = None  # how many faces the score is taken over (None: every face)
+    share_outside_range: float = 0.0  # share of the track's faces outside the detector's reliable range
     members: dict[str, dict] | None = None  # ensemble only: {method: {score, threshold, label}}
     agreement: float | None = None  # ensemble only: share of members whose label is the ensemble's decision
 
@@ -61,6 +68,13 @@ def decide(score: float, threshold: float) -> str:
     return FAKE if score >= threshold else REAL
 
 
+def judged_indices(outside_range: list[list[str]] | None, count: int) -> list[int]:
+    """The faces (indices) a track is judged on: those inside the reliable range, or every face when no range
+    applies or none is inside (the track is then inconclusive, and its score is that of all its faces)."""
+    inside = [index for index, shortfalls in enumerate(outside_range or []) if not shortfalls]
+    return inside if outside_range and inside else list(range(count))
+
+
 def track_verdict(
     track_id: int,
     probabilities: list[float],
@@ -72,14 +86,17 @@ def track_verdict(
 ) -> TrackVerdict:
     """``outside_range``: per face, what puts it outside the detector's reliable range ("too small",
     "too blurred"; empty when inside); ``reliable_range`` says that range in words for the reason."""
-    scores = np.asarray(probabilities, dtype=float)
+    every = np.asarray(probabilities, dtype=float)
+    judged = judged_indices(outside_range, len(every))
+    scores = every[judged]
     median = float(np.median(scores))
     label, reason = decide(median, threshold), None
-    if outside_range and all(outside_range):
+    outside = sum(1 for shortfalls in outside_range or [] if shortfalls)
+    if outside_range and outside == len(outside_range):
         label, reason = INCONCLUSIVE, _inconclusive_reason(outside_range, reliable_range)
     return TrackVerdict(
         track_id=track_id,
-        faces=len(scores),
+        faces=len(every),
         start_s=float(min(times)),
         end_s=float(max(times)),
         score=median,
@@ -88,6 +105,8 @@ def track_verdict(
         share_above_threshold=float((scores >= threshold).mean()),
         label=label,
         reason=reason,
+        judged_faces=len(judged) if outside_range else None,
+        share_outside_range=outside / len(every) if outside_range else 0.0,
     )
 
 

@@ -331,3 +331,23 @@ def test_ensemble_without_trained_members_or_with_weights_is_one_line(portrait_j
     assert "no detector has trained weights" in result.stderr
     result = run("scan", portrait_jpg, "--method", "ensemble", "--weights", "x.safetensors")
     assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "each member's own" in result.stderr
+
+
+def test_the_summary_says_when_a_track_was_scored_on_part_of_its_faces(monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    import deepscan.cli as cli
+    from deepscan.scan import FileResult
+    from deepscan.verdicts import file_verdict, track_verdict
+
+    track = track_verdict(3, [0.9, 0.2, 0.3, 0.95], [0, 1, 2, 3], 0.5,
+                          outside_range=[["too small"], [], [], ["too blurred"]])
+    result = FileResult(path="clip.mp4", kind="video", status="complete", tracks=[track],
+                        verdict=file_verdict([track], trained=True))
+    printed = StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=printed, width=200))
+    cli._print_summary([result], trained=True)
+    assert ("partly outside the reliable range clip.mp4, track 3: scored on the 2 of its 4 faces inside it "
+            "(50% of its faces are outside)") in printed.getvalue()
