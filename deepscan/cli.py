@@ -174,8 +174,7 @@ def _run_scan(
         if judge.ensemble:
             err.print("[yellow]note:[/] heat maps are drawn per detector: the report has none for the ensemble "
                       "(run `deepscan explain --method NAME --from REPORT` with a member)")
-        detector = judge.members[0].detector
-        _write_scan_report(report, report_dir, detector, config, pdf=pdf,
+        _write_scan_report(report, report_dir, judge.members[0], config, pdf=pdf,
                            explain_faces=not interrupted and not judge.ensemble)
     if interrupted:
         return EXIT_INTERRUPTED
@@ -306,7 +305,9 @@ def _members_detail(track) -> str:
 REPORT_TRACKS_EXPLAINED = 3  # most suspicious tracks per file whose top face the HTML report explains
 
 
-def _write_scan_report(report: dict, folder: Path, detector, config, *, pdf: bool, explain_faces: bool) -> None:
+def _write_scan_report(report: dict, folder: Path, member, config, *, pdf: bool, explain_faces: bool) -> None:
+    """``member``: the scan's detector with its calibration, so that heat-map figures state the P(fake) the scan
+    recorded."""
     from deepscan.explain import ExplainError, explain_recorded_faces
     from deepscan.report.html import write_scan_report
 
@@ -318,11 +319,12 @@ def _write_scan_report(report: dict, folder: Path, detector, config, *, pdf: boo
                 try:
                     explanations[index] = list(
                         explain_recorded_faces(
-                            detector,
+                            member.detector,
                             entry,
                             report["custody"]["parameters"],
                             max_tracks=REPORT_TRACKS_EXPLAINED,
                             trained=trained,
+                            calibration=member.calibration,
                         )
                     )
                 except ExplainError as error:
@@ -466,9 +468,9 @@ def _run_explain(input_path, method, weights, out_dir, cam, seconds, report, rep
         if report is not None:
             err.print(f"explaining the most suspicious faces of {escape(str(report_path))}", highlight=False)
             explained, skipped = _explain_report(detector, report, report_path, cam, per_track, reference,
-                                                 resolved.trained, out_dir)
+                                                 resolved, out_dir)
     elif seconds is not None:
-        explained = _explain_frame_at(detector, input_path, seconds, cam, reference, resolved.trained, out_dir)
+        explained = _explain_frame_at(detector, input_path, seconds, cam, reference, resolved, out_dir)
     else:
         explained = _explain_input(detector, input_path, method, weights, fps, device, cam, per_track, reference,
                                    resolved, out_dir)
@@ -494,7 +496,7 @@ def _face_stem(path: Path, kind: str, face: dict) -> str:
     return safe_name(f"{path.stem}_track{face['track_id']}_{face['time_s']:.2f}s")
 
 
-def _explain_report(detector, report, report_path, cam, per_track, reference, trained, out_dir):
+def _explain_report(detector, report, report_path, cam, per_track, reference, resolved, out_dir):
     from deepscan.explain import ExplainError, explain_recorded_faces
 
     explained, skipped = [], 0
@@ -502,7 +504,8 @@ def _explain_report(detector, report, report_path, cam, per_track, reference, tr
         try:
             for face, explanation in explain_recorded_faces(
                 detector, entry, report["custody"]["parameters"], per_track=per_track, cam_method=cam,
-                trained=trained, reference=reference, report_path=report_path,
+                trained=resolved.trained, reference=reference, report_path=report_path,
+                calibration=resolved.calibration,
             ):
                 stem = _face_stem(Path(entry["path"]), entry["kind"], face)
                 explained.append((explanation, _save(explanation, out_dir, stem)))
@@ -531,13 +534,13 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     explained = []
     for face, explanation in explain_recorded_faces(
         detector, entry, asdict(options), per_track=per_track, cam_method=cam, trained=resolved.trained,
-        reference=reference,
+        reference=reference, calibration=resolved.calibration,
     ):
         explained.append((explanation, _save(explanation, out_dir, _face_stem(path, entry["kind"], face))))
     return explained
 
 
-def _explain_frame_at(detector, path, seconds, cam, reference, trained, out_dir):
+def _explain_frame_at(detector, path, seconds, cam, reference, resolved, out_dir):
     from deepscan.explain import explain_face, frame_at, safe_name
     from deepscan.media.faces import FaceDetector, crop_face, face_square
 
@@ -550,7 +553,8 @@ def _explain_frame_at(detector, path, seconds, cam, reference, trained, out_dir)
         explanation = explain_face(
             detector, crop_face(frame, face, size),
             label=f"{path.name}, face {number} at {time_s:.2f} s (frame {index})",
-            cam_method=cam, trained=trained, frame=frame, square=face_square(face), box=face.box, reference=reference,
+            cam_method=cam, trained=resolved.trained, frame=frame, square=face_square(face), box=face.box,
+            reference=reference, calibration=resolved.calibration,
         )
         stem = safe_name(f"{path.stem}_{time_s:.2f}s_face{number}")
         explained.append((explanation, _save(explanation, out_dir, stem)))
@@ -603,11 +607,12 @@ def _print_method(views, figure: Path) -> None:
 
 def _print_explained(explained) -> None:
     table = Table(title="explained faces", title_justify="left")
+    # P(fake) is calibrated by the weights' model card, as the scan records it.
     for column in ("face", "P(fake)", "figure", "PNGs"):
         # Paths fold rather than end in "...": the user needs all of it to open the figure.
         table.add_column(column, justify="right" if column in {"P(fake)", "PNGs"} else "left", overflow="fold")
     for explanation, written in explained:
-        table.add_row(escape(explanation.label), f"{explanation.cam.fake_probability:.3f}", escape(str(written[-1])),
+        table.add_row(escape(explanation.label), f"{explanation.fake_probability:.3f}", escape(str(written[-1])),
                       str(len(written)))
     out.print(table)
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from deepscan.calibration import Calibration
 from deepscan.detectors.base import Detector, FrequencyView
 from deepscan.frequency import dct2, log_magnitude, rgb_to_ycbcr
 from deepscan.report.plots import Panel, SpectrumPanel
@@ -69,11 +70,7 @@ class CamResult:
     target: str  # "fake" or "real": the class whose score the map explains
     heatmap: np.ndarray  # (S, S) in [0, 1]: the mean of the per-layer maps, rescaled
     layers: dict[str, np.ndarray]  # target layer name -> its own (S, S) map in [0, 1]
-    fake_logit: float
-
-    @property
-    def fake_probability(self) -> float:
-        return 1.0 / (1.0 + math.exp(-self.fake_logit))
+    fake_logit: float  # raw: P(fake) is the weights' calibration of it (FaceExplanation.fake_probability)
 
     @property
     def is_empty(self) -> bool:
@@ -292,6 +289,12 @@ class FaceExplanation:
     recorded_probability: float | None = None  # what the scan recorded for this face, when it came from one
     # When nothing in the face raises the fake score, the map of what makes it look real says more.
     real_cam: CamResult | None = None
+    calibration: Calibration = field(default_factory=Calibration)  # the weights' (identity without a card)
+
+    @property
+    def fake_probability(self) -> float:
+        """Calibrated P(fake) of this crop, as a scan with the same weights records it."""
+        return float(self.calibration.probability([self.cam.fake_logit])[0])
 
     @property
     def frame_heatmap(self) -> np.ndarray | None:
@@ -318,8 +321,11 @@ def explain_face(
     box: tuple[float, float, float, float] | None = None,
     reference: ReferenceSpectrum | None = None,
     recorded_probability: float | None = None,
+    calibration: Calibration | None = None,
 ) -> FaceExplanation:
-    """CAM, spectra and the detector's own views of one face crop (already at the detector's input size)."""
+    """CAM, spectra and the detector's own views of one face crop (already at the detector's input size).
+    ``calibration``: the weights' (``ResolvedWeights.calibration``), which turns the fake-logit into the P(fake)
+    a scan reports; None: the identity (``sigmoid(logit)``), right only for weights without a calibrated card."""
     face = crop_tensor(crop)
     cam = compute_cam(detector, face, cam_method)
     real_cam = compute_cam(detector, face, cam_method, target="real") if cam.is_empty else None
@@ -339,6 +345,7 @@ def explain_face(
         reference=reference,
         recorded_probability=recorded_probability,
         real_cam=real_cam,
+        calibration=calibration or Calibration(),
     )
 
 
@@ -488,8 +495,8 @@ def _display_frame(frame: np.ndarray, heatmap: np.ndarray) -> tuple[np.ndarray, 
 
 
 def explanation_header(explanation: FaceExplanation) -> tuple[str, str]:
-    score = explanation.cam.fake_probability
-    lines = [f"P(fake) {score:.3f} from the detector on this crop"]
+    how = "calibrated by the weights' model card" if explanation.calibration.calibrated else "no calibration in a card"
+    lines = [f"P(fake) {explanation.fake_probability:.3f} from the detector on this crop ({how})"]
     if explanation.recorded_probability is not None:
         lines[0] += f" (recorded by the scan: {explanation.recorded_probability:.3f})"
     if not explanation.trained:
@@ -703,8 +710,10 @@ def explain_recorded_faces(
     trained: bool = True,
     reference: ReferenceSpectrum | None = None,
     report_path: Path | None = None,
+    calibration: Calibration | None = None,
 ) -> Iterator[tuple[dict, FaceExplanation]]:
-    """Explain the most suspicious faces of one file of a scan report, recovering their frames from the file."""
+    """Explain the most suspicious faces of one file of a scan report, recovering their frames from the file.
+    ``calibration``: the weights', as in :func:`explain_face`."""
     from deepscan.media.faces import crop_face, face_square
 
     faces = suspicious_faces(entry, per_track, max_tracks)
@@ -731,6 +740,7 @@ def explain_recorded_faces(
             box=tuple(face["box"]),
             reference=reference,
             recorded_probability=face.get("fake_probability"),
+            calibration=calibration,
         )
 
 

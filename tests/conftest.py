@@ -134,3 +134,15 @@ def shipped(tmp_path_factory, monkeypatch) -> _Shipped:
     folder = tmp_path_factory.mktemp("shipped")
     monkeypatch.setattr(weights, "shipped_weights_dir", lambda: folder)
     return _Shipped(folder)
+
+
+@pytest.fixture
+def calibration_card() -> dict:
+    """A model card's ``calibration`` section: ``P(fake) = sigmoid(2 * logit - 1)``, threshold 0.7, with the check
+    (what logits -1, 0 and 2 must map to). A fresh copy per test: tests edit it."""
+    return {
+        "method": "platt", "scale": 2.0, "bias": -1.0, "threshold": 0.7, "threshold_rule": "test", "fitted_on": "test",
+        "val_faces": 10,
+        "check": {"logits": [-1.0, 0.0, 2.0], "probabilities": [0.04742587317756678, 0.2689414213699951,
+                                                                0.9525741268224334]},
+    }

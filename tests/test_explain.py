@@ -358,3 +358,75 @@ def test_cli_explain_refuses_bad_input_in_one_line(tmp_path, monkeypatch, portra
         lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
         assert result.exit_code == 2, (args, result.output)
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output, (args, result.stderr)
+
+
+class _TinyCam(Detector):
+    """A convolution (for Grad-CAM to look at) and a head: its fake-logit is the head's bias when the head's
+    weight is zero, so that P(fake) is known exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3))).squeeze(1)
+
+
+def test_cli_explain_prints_the_calibrated_probability_the_scan_records(tmp_path, monkeypatch, portrait_image,
+                                                                        calibration_card):
+    from deepscan import registry, weights
+    from deepscan.weights import save_weights, sha256_file
+
+    registry.list_detectors()
+    config = DetectorConfig(name="tiny_cam", paper="a test detector", input_size=32, cam_target_layers=("conv",),
+                            weights="tiny_cam.safetensors")
+    monkeypatch.setitem(registry._ENTRYPOINTS, "tiny_cam", (lambda **kwargs: _TinyCam(), config))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(weights, "shipped_weights_dir", lambda: folder)
+    detector = _TinyCam()
+    with torch.no_grad():
+        detector.head.weight.zero_()
+        detector.head.bias.fill_(1.5)  # calibrated: sigmoid(2 * 1.5 - 1) = 0.881; uncalibrated sigmoid(1.5) = 0.818
+    detector.config = config
+    save_weights(detector, folder / "tiny_cam.safetensors")
+    card = {"schema": "deepscan.model-card", "detector": {"name": "tiny_cam", "input_size": 32},
+            "weights": {"file": "tiny_cam.safetensors", "sha256": sha256_file(folder / "tiny_cam.safetensors")},
+            "calibration": calibration_card}
+    (folder / "tiny_cam.card.json").write_text(json.dumps(card))
+    (folder / "SHA256SUMS").write_text("".join(f"{sha256_file(folder / name)}  {name}\n"
+                                               for name in ("tiny_cam.safetensors", "tiny_cam.card.json")))
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(portrait_image).save("portrait.jpg", quality=92)
+    scanned = _run("scan", "portrait.jpg", "--method", "tiny_cam", "--json", "scan.json")
+    assert scanned.exit_code == 0, scanned.output
+    recorded = json.loads((tmp_path / "scan.json").read_text())["files"][0]["faces"][0]["fake_probability"]
+    calibrated = 1 / (1 + math.exp(-(2 * 1.5 - 1)))
+    assert recorded == pytest.approx(calibrated)
+    for args in (("--from", "scan.json"), ("portrait.jpg",)):  # a report's faces, and an input found afresh
+        result = _run("explain", "--method", "tiny_cam", *args, "--out", "explained")
+        assert result.exit_code == 0, result.output
+        assert f"{calibrated:.3f}" in result.stdout and f"{1 / (1 + math.exp(-1.5)):.3f}" not in result.stdout
+    reported = _run("scan", "portrait.jpg", "--method", "tiny_cam", "--report", "report")  # heat maps, calibrated
+    assert reported.exit_code == 0, reported.output
+    assert (tmp_path / "report" / "report.html").is_file() and "no heat maps" not in reported.stderr
+
+
+def test_the_figure_states_the_calibrated_probability():
+    from deepscan.calibration import Calibration
+    from deepscan.explain import explanation_header
+
+    detector = _TinyCam()
+    detector.config = DetectorConfig(name="tiny_cam", paper="-", input_size=32, cam_target_layers=("conv",))
+    with torch.no_grad():
+        detector.head.bias.fill_(1.5)
+    crop = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    logit = float(detector(crop_tensor(crop)).item())
+    calibration = Calibration(scale=2.0, bias=-1.0, threshold=0.7, method="platt")
+    explanation = explain_face(detector, crop, label="x", calibration=calibration)
+    assert explanation.fake_probability == pytest.approx(1 / (1 + math.exp(-(2 * logit - 1))), abs=1e-6)
+    assert f"P(fake) {explanation.fake_probability:.3f}" in explanation_header(explanation)[1]
+    assert "calibrated by the weights' model card" in explanation_header(explanation)[1]
+    plain = explain_face(detector, crop, label="x")  # no card: the identity
+    assert plain.fake_probability == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-6)
