@@ -299,15 +299,21 @@ def test_half_precision_weights_load_into_a_float32_detector(tmp_path, detector)
     from safetensors.torch import load_file, save_file
 
     path = tmp_path / "fp16.safetensors"
-    save_file({name: (t.half() if t.is_floating_point() else t).contiguous() for name, t in
-               detector.state_dict().items()}, str(path))
+    # Integer buffers (BatchNorm's num_batches_tracked) get a value a fresh detector does not have, so that their
+    # loading is seen: they must arrive as stored, neither cast nor skipped.
+    state = {name: (t.half() if t.is_floating_point() else torch.full_like(t, 7)).contiguous()
+             for name, t in detector.state_dict().items()}
+    save_file(state, str(path))
     assert load_file(str(path))["head.weight"].dtype == torch.float16
     fresh = create_detector("faclue", use_local=False)
+    integers = [name for name, t in fresh.state_dict().items() if not t.is_floating_point()]
+    assert integers and all(int(fresh.state_dict()[name].flatten()[0]) != 7 for name in integers)
     load_weights(fresh, resolve_weights(None, path))
     assert fresh.head.weight.dtype == torch.float32
     torch.testing.assert_close(fresh.head.weight, detector.head.weight.half().float())
-    num_batches = [name for name, t in fresh.state_dict().items() if not t.is_floating_point()]
-    assert all(fresh.state_dict()[n].dtype == detector.state_dict()[n].dtype for n in num_batches)
+    loaded = fresh.state_dict()
+    for name in integers:
+        assert loaded[name].dtype == detector.state_dict()[name].dtype and torch.equal(loaded[name], state[name]), name
 
 
 # --- cards of hub weights: subfolders, missing cards and unreachable ones, the suffix first ----------------------
