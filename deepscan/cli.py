@@ -712,7 +712,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
 
     from deepscan.ensemble import ENSEMBLE, ENSEMBLE_PAPER, likely_members
     from deepscan.registry import create_detector, get_config, list_detectors
-    from deepscan.weights import weights_status
+    from deepscan.weights import WEIGHTS_AT_HAND, weights_status
 
     rows = []
     for name in list_detectors():
@@ -726,7 +726,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
                 "paper": config.paper,
                 "input_size": config.input_size,
                 "parameters": parameters,
-                "weights_available": status in ("shipped", "cached"),
+                "weights_available": status in WEIGHTS_AT_HAND,
                 "weights": status,
             }
         )

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deepscan.calibration import DEFAULT_THRESHOLD
 from deepscan.model_card import EnsembleCard, ModelCardError, read_ensemble_card
 from deepscan.weights import (
+    WEIGHTS_AT_HAND,
     ResolvedWeights,
     WeightsError,
     WeightsUnavailableError,
@@ -33,10 +35,7 @@ from deepscan.weights import (
 
 ENSEMBLE = "ensemble"
 ENSEMBLE_CARD = "ensemble.card.json"
-DEFAULT_THRESHOLD = 0.5
 ENSEMBLE_PAPER = "mean of the calibrated P(fake) of every detector with trained weights (deepscan)"
-# Weights states that make a detector a member without a download.
-_AT_HAND = ("shipped", "cached")
 
 
 class EnsembleError(Exception):
@@ -143,5 +142,5 @@ def likely_members(statuses: dict[str, str]) -> list[str]:
         names = _candidates(ensemble_card())
     except EnsembleError:
         return []
-    usable = _AT_HAND if constants.HF_HUB_OFFLINE else (*_AT_HAND, "on the hub")
+    usable = WEIGHTS_AT_HAND if constants.HF_HUB_OFFLINE else (*WEIGHTS_AT_HAND, "on the hub")
     return [name for name in names if statuses.get(name) in usable]

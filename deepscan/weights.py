@@ -17,8 +17,8 @@ One function, :func:`resolve_weights`, resolves every weights spec:
 
 A file whose sha256 differs from its card's ``weights.sha256`` or from its ``SHA256SUMS`` line is refused, and
 so is a bundled card that fails ``SHA256SUMS`` or a card whose calibration check fails (:class:`IntegrityError`);
-weights that cannot be had (offline, hub unreachable) raise :class:`WeightsUnavailableError`. Tensors stored in half precision (shipped weights are fp16, to
-halve the download) are cast to the detector's own dtype on loading.
+weights that cannot be had (offline, hub unreachable) raise :class:`WeightsUnavailableError`. Tensors stored in
+half precision (shipped weights are fp16, to halve the download) are cast to the detector's own dtype on loading.
 """
 
 from __future__ import annotations
@@ -330,6 +330,10 @@ def resolve_detector_weights(config: DetectorConfig, spec: str | Path | None = N
     return resolve_weights(config.weights, spec, hub_repo=config.hub_repo)
 
 
+# The weights states of ``weights_status`` that need no download: a detector whose weights are at hand.
+WEIGHTS_AT_HAND = ("shipped", "cached")
+
+
 def weights_status(config: DetectorConfig) -> str:
     """Where a detector's own weights are, without downloading anything: "shipped", "cached" (Hugging Face
     cache), "on the hub" (fetched on first use, when online), "untrained", or "unusable: REASON"."""
@@ -456,9 +460,8 @@ def build_detector(
     metadata = weights_metadata(resolved)
     trained_for = metadata.get("detector") or (resolved.card.detector.name if resolved.card else None)
     if trained_for and trained_for != method:
-        raise WeightsError(
-            f"{_weights_name(resolved)}: weights of detector {trained_for!r}, not {method!r} (use --method {trained_for})"
-        )
+        raise WeightsError(f"{_weights_name(resolved)}: weights of detector {trained_for!r}, not {method!r} "
+                           f"(use --method {trained_for})")
     kwargs, input_size = _stranger_settings(resolved, metadata)
     if kwargs:
         try:

@@ -172,11 +172,6 @@ def test_ctrl_c_keeps_the_results_so_far_and_marks_them(tmp_path, portrait_clip,
 
 # --- calibrated weights, inconclusive tracks, the ensemble (tiny detectors, see conftest.shipped) ---------------
 
-CALIBRATION = {  # P(fake) = sigmoid(2 * logit - 1); threshold 0.7
-    "method": "platt", "scale": 2.0, "bias": -1.0, "threshold": 0.7, "threshold_rule": "test", "fitted_on": "test",
-    "val_faces": 3, "check": {"logits": [0.0], "probabilities": [0.2689414213699951]},
-}
-
 
 def sigmoid(x: float) -> float:
     return float(1 / (1 + np.exp(-x)))
@@ -188,8 +183,9 @@ def _scan_json(tmp_path, *args):
     return result, (json.loads(report_path.read_text()) if report_path.exists() else None)
 
 
-def test_calibrated_weights_give_calibrated_scores_at_the_cards_threshold(tmp_path, portrait_jpg, shipped):
-    shipped.add("tiny_a", 1.5, calibration=CALIBRATION)
+def test_calibrated_weights_give_calibrated_scores_at_the_cards_threshold(tmp_path, portrait_jpg, shipped,
+                                                                          calibration_card):
+    shipped.add("tiny_a", 1.5, calibration=calibration_card)
     result, report = _scan_json(tmp_path, portrait_jpg, "--method", "tiny_a")
     assert result.exit_code == 0, result.output
     assert "no trained weights" not in result.stderr  # trained weights: no "untrained" warning or verdict
@@ -208,8 +204,10 @@ def test_calibrated_weights_give_calibrated_scores_at_the_cards_threshold(tmp_pa
     assert report["custody"]["decision"]["threshold_source"] == "--threshold"
 
 
-def test_faces_outside_the_reliable_range_make_an_inconclusive_verdict(tmp_path, portrait_jpg, shipped):
-    shipped.add("tiny_a", 1.0, calibration=CALIBRATION, reliability={"min_face_px": 5000, "text": "tiny faces fail"})
+def test_faces_outside_the_reliable_range_make_an_inconclusive_verdict(tmp_path, portrait_jpg, shipped,
+                                                                       calibration_card):
+    shipped.add("tiny_a", 1.0, calibration=calibration_card,
+                reliability={"min_face_px": 5000, "text": "tiny faces fail"})
     result, report = _scan_json(tmp_path, portrait_jpg, "--method", "tiny_a")
     assert result.exit_code == 0, result.output
     [entry] = report["files"]
@@ -221,7 +219,7 @@ def test_faces_outside_the_reliable_range_make_an_inconclusive_verdict(tmp_path,
     assert entry["verdict"]["label"] == "inconclusive" and "not called real" in entry["verdict"]["reason"]
     assert "inconclusive" in result.stdout and "1 too small" in result.stdout
 
-    shipped.add("tiny_a", 1.0, calibration=CALIBRATION, reliability={"min_sharpness": 1e9})
+    shipped.add("tiny_a", 1.0, calibration=calibration_card, reliability={"min_sharpness": 1e9})
     _, report = _scan_json(tmp_path, portrait_jpg, "--method", "tiny_a")
     assert report["files"][0]["tracks"][0]["reason"].endswith("1 too blurred")
 
@@ -239,10 +237,11 @@ def test_report_records_face_size_sharpness_and_video_compression(tmp_path, port
     assert report["custody"]["decision"]["sharpness_input_size"] == 32
 
 
-def test_ensemble_averages_calibrated_members_on_their_own_crops(tmp_path, portrait_jpg, shipped, monkeypatch):
+def test_ensemble_averages_calibrated_members_on_their_own_crops(tmp_path, portrait_jpg, shipped, monkeypatch,
+                                                                 calibration_card):
     import deepscan.scan as scan_module
 
-    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)  # sigmoid(3) = 0.953 >= its 0.7: fake
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)  # sigmoid(3) = 0.953 >= its 0.7: fake
     shipped.add("tiny_b", -2.5)  # no card: sigmoid(-2.5) = 0.076, below 0.5: real
     seen = []
     original = scan_module.face_logits
@@ -273,8 +272,8 @@ def test_ensemble_averages_calibrated_members_on_their_own_crops(tmp_path, portr
     assert models[-1]["name"] == "ensemble" and models[-1]["members"] == ["tiny_a", "tiny_b"]
 
 
-def test_an_ensemble_card_sets_the_members_and_the_threshold(tmp_path, portrait_jpg, shipped):
-    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)
+def test_an_ensemble_card_sets_the_members_and_the_threshold(tmp_path, portrait_jpg, shipped, calibration_card):
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)
     shipped.add("tiny_b", -2.5)
     (shipped.folder / "ensemble.card.json").write_text(json.dumps({
         "schema": "deepscan.ensemble-card", "members": ["tiny_a", "tiny_b"],
@@ -295,8 +294,9 @@ def _offline_empty_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
-def test_an_ensemble_member_that_fails_an_integrity_check_stops_the_ensemble(tmp_path, portrait_jpg, shipped):
-    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)
+def test_an_ensemble_member_that_fails_an_integrity_check_stops_the_ensemble(tmp_path, portrait_jpg, shipped,
+                                                                             calibration_card):
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)
     shipped.add("tiny_b", -2.5)
     (shipped.folder / "tiny_b.safetensors").write_bytes(b"altered after release")
     result = run("scan", portrait_jpg, "--method", "ensemble")
@@ -304,14 +304,15 @@ def test_an_ensemble_member_that_fails_an_integrity_check_stops_the_ensemble(tmp
     assert "ensemble member tiny_b" in result.stderr and "SHA256SUMS" in result.stderr
     assert "left out" not in result.stderr
 
-    shipped.add("tiny_b", -2.5, calibration=dict(CALIBRATION, bias=0.0))  # its calibration check fails
+    shipped.add("tiny_b", -2.5, calibration=dict(calibration_card, bias=0.0))  # its calibration check fails
     result = run("scan", portrait_jpg, "--method", "ensemble")
     assert result.exit_code == 2 and "ensemble member tiny_b" in result.stderr
     assert "calibration check fails" in result.stderr and len(stderr_lines(result)) == 1
 
 
-def test_an_ensemble_member_whose_weights_cannot_be_had_is_left_out(tmp_path, portrait_jpg, shipped, monkeypatch):
-    shipped.add("tiny_a", 2.0, calibration=CALIBRATION)
+def test_an_ensemble_member_whose_weights_cannot_be_had_is_left_out(tmp_path, portrait_jpg, shipped, monkeypatch,
+                                                                    calibration_card):
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)
     release = tmp_path / "release"  # tiny_b's weights are on the hub only; offline and not cached here
     release.mkdir()
     card = shipped.card(shipped.weights("tiny_b", 1.0, folder=release),

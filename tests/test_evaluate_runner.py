@@ -11,7 +11,7 @@ from deepscan.calibration import Calibration
 from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.evaluate import runner
 from deepscan.evaluate.runner import (Sample, ScoreCache, aggregate_videos, evaluate_method, logit_cache_key,
-                                      score_samples)
+                                      sample_logits)
 
 
 class BrightnessDetector(Detector):
@@ -61,15 +61,15 @@ def test_video_scores_group_by_media_file_not_by_folder_or_name():
 def test_scores_are_cached_per_model_sample_and_condition(tmp_path, samples):
     detector = BrightnessDetector()
     cache = ScoreCache(tmp_path / "scores.sqlite")
-    first = score_samples(detector, "model-a", samples, ("none", 0.0), cache, batch_size=3)
+    first = sample_logits(detector, "model-a", samples, ("none", 0.0), cache, batch_size=3)
     assert detector.faces_scored == len(samples)
-    # Brightness b gives sigmoid(8 (b/255 - 0.5)).
-    assert first[0] == pytest.approx(1 / (1 + np.exp(-8 * (60 / 255 - 0.5))), abs=1e-4)
-    again = score_samples(detector, "model-a", samples, ("none", 0.0), cache)
+    # Brightness b gives the logit 8 (b/255 - 0.5).
+    assert first[0] == pytest.approx(8 * (60 / 255 - 0.5), abs=1e-4)
+    again = sample_logits(detector, "model-a", samples, ("none", 0.0), cache)
     assert detector.faces_scored == len(samples) and (again == first).all()
-    score_samples(detector, "model-b", samples, ("none", 0.0), cache)  # other weights: scored anew
+    sample_logits(detector, "model-b", samples, ("none", 0.0), cache)  # other weights: scored anew
     assert detector.faces_scored == 2 * len(samples)
-    salted = score_samples(detector, "model-a", samples, ("salt_pepper", 0.3), cache)
+    salted = sample_logits(detector, "model-a", samples, ("salt_pepper", 0.3), cache)
     assert detector.faces_scored == 3 * len(samples)
     assert not np.allclose(salted, first)
     cache.close()
@@ -82,8 +82,8 @@ def test_scores_are_cached_per_model_sample_and_condition(tmp_path, samples):
 def test_no_cache_scores_every_time(samples):
     detector = BrightnessDetector()
     cache = ScoreCache(None)
-    score_samples(detector, "m", samples, ("none", 0.0), cache)
-    score_samples(detector, "m", samples, ("none", 0.0), cache)
+    sample_logits(detector, "m", samples, ("none", 0.0), cache)
+    sample_logits(detector, "m", samples, ("none", 0.0), cache)
     assert detector.faces_scored == 2 * len(samples)
 
 

@@ -120,11 +120,6 @@ def test_build_detector_follows_the_architecture_recorded_in_the_weights(tmp_pat
 
 # --- model cards, the resolution order, fp16 ---------------------------------------------------------------------
 
-CALIBRATION = {  # sigmoid(2 * logit - 1), threshold chosen elsewhere; check: what it must map logits to
-    "method": "platt", "scale": 2.0, "bias": -1.0, "threshold": 0.7, "threshold_rule": "test", "fitted_on": "test",
-    "val_faces": 10, "check": {"logits": [-1.0, 0.0, 2.0], "probabilities": [0.04742587317756678, 0.2689414213699951,
-                                                                               0.9525741268224334]},
-}
 
 
 def _hub_cache(tmp_path, monkeypatch, repo_id: str, files: dict, *, offline: bool = True):
@@ -148,9 +143,9 @@ def _hub_cache(tmp_path, monkeypatch, repo_id: str, files: dict, *, offline: boo
     return snapshot
 
 
-def test_sibling_card_comes_with_file_weights_and_calibrates(tmp_path, shipped):
+def test_sibling_card_comes_with_file_weights_and_calibrates(tmp_path, shipped, calibration_card):
     weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
-    shipped.card(weights, calibration=CALIBRATION, reliability={"min_face_px": 64, "min_sharpness": 20.0})
+    shipped.card(weights, calibration=calibration_card, reliability={"min_face_px": 64, "min_sharpness": 20.0})
     resolved = resolve_weights(None, weights)
     assert resolved.card is not None and resolved.card_path == tmp_path / "tiny_a.card.json"
     assert resolved.calibration.threshold == 0.7
@@ -159,13 +154,13 @@ def test_sibling_card_comes_with_file_weights_and_calibrates(tmp_path, shipped):
     assert resolve_weights(None, shipped.weights("tiny_b", 1.0, folder=tmp_path)).card is None  # no card: fine
 
 
-def test_card_of_other_weights_or_with_a_failing_check_is_refused(tmp_path, shipped):
+def test_card_of_other_weights_or_with_a_failing_check_is_refused(tmp_path, shipped, calibration_card):
     weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
-    shipped.card(weights, calibration=CALIBRATION)
+    shipped.card(weights, calibration=calibration_card)
     shipped.weights("tiny_a", 2.0, folder=tmp_path)  # retrained over the file: the card now describes other weights
     with pytest.raises(WeightsError, match="differs from its model card tiny_a.card.json"):
         resolve_weights(None, weights)
-    broken = dict(CALIBRATION, bias=-0.5)
+    broken = dict(calibration_card, bias=-0.5)
     shipped.card(weights, calibration=broken)
     with pytest.raises(WeightsError, match="tiny_a.card.json: calibration check fails"):
         resolve_weights(None, weights)
@@ -174,7 +169,7 @@ def test_card_of_other_weights_or_with_a_failing_check_is_refused(tmp_path, ship
         resolve_weights(None, weights)
 
 
-def test_card_for_another_detector_is_refused_when_building(tmp_path, shipped):
+def test_card_for_another_detector_is_refused_when_building(tmp_path, shipped, calibration_card):
     from deepscan.weights import build_detector
 
     weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
@@ -182,7 +177,7 @@ def test_card_for_another_detector_is_refused_when_building(tmp_path, shipped):
     from safetensors.torch import load_file, save_file
 
     save_file(load_file(str(weights)), str(renamed))  # no header metadata: only the card says which detector
-    shipped.card(renamed, calibration=CALIBRATION)
+    shipped.card(renamed, calibration=calibration_card)
     card = json.loads((tmp_path / "other.card.json").read_text())
     card["detector"]["name"] = "tiny_a"
     (tmp_path / "other.card.json").write_text(json.dumps(card))
@@ -190,8 +185,8 @@ def test_card_for_another_detector_is_refused_when_building(tmp_path, shipped):
         build_detector("tiny_b", renamed)
 
 
-def test_shipped_weights_and_card_are_checked_against_sha256sums(shipped):
-    shipped.add("tiny_a", 1.0, calibration=CALIBRATION)
+def test_shipped_weights_and_card_are_checked_against_sha256sums(shipped, calibration_card):
+    shipped.add("tiny_a", 1.0, calibration=calibration_card)
     resolved = resolve_weights("tiny_a.safetensors")
     assert resolved.source == "shipped" and resolved.card.calibration.threshold == 0.7
     card = shipped.folder / "tiny_a.card.json"
@@ -205,19 +200,20 @@ def test_shipped_weights_and_card_are_checked_against_sha256sums(shipped):
         resolve_weights("tiny_a.safetensors")
 
 
-def _card_pointing_to_hub(shipped, tmp_path):
+def _card_pointing_to_hub(shipped, tmp_path, calibration):
     """Weights published on the hub; only their card (naming the repository) ships."""
     elsewhere = tmp_path / "release"
     elsewhere.mkdir()
     weights = shipped.weights("tiny_a", 1.0, folder=elsewhere)
-    card = shipped.card(weights, calibration=CALIBRATION, hub={"repo_id": "lab/tiny", "filename": weights.name})
+    card = shipped.card(weights, calibration=calibration, hub={"repo_id": "lab/tiny", "filename": weights.name})
     (shipped.folder / card.name).write_bytes(card.read_bytes())
     shipped.seal()
     return weights
 
 
-def test_hub_weights_named_by_the_shipped_card_come_from_the_cache_offline(tmp_path, monkeypatch, shipped):
-    weights = _card_pointing_to_hub(shipped, tmp_path)
+def test_hub_weights_named_by_the_shipped_card_come_from_the_cache_offline(tmp_path, monkeypatch, shipped,
+                                                                           calibration_card):
+    weights = _card_pointing_to_hub(shipped, tmp_path, calibration_card)
     _hub_cache(tmp_path, monkeypatch, "lab/tiny", {weights.name: weights})
     resolved = resolve_weights("tiny_a.safetensors")
     assert resolved.source == "hub" and resolved.path.name == "tiny_a.safetensors"
@@ -228,16 +224,16 @@ def test_hub_weights_named_by_the_shipped_card_come_from_the_cache_offline(tmp_p
     assert weights_status(get_config("tiny_a")) == "cached"
 
 
-def test_hub_weights_that_differ_from_the_card_are_refused(tmp_path, monkeypatch, shipped):
-    _card_pointing_to_hub(shipped, tmp_path)
+def test_hub_weights_that_differ_from_the_card_are_refused(tmp_path, monkeypatch, shipped, calibration_card):
+    _card_pointing_to_hub(shipped, tmp_path, calibration_card)
     other = shipped.weights("tiny_a", 3.0, folder=tmp_path)
     _hub_cache(tmp_path, monkeypatch, "lab/tiny", {"tiny_a.safetensors": other})
     with pytest.raises(WeightsError, match="differs from its model card"):
         resolve_weights("tiny_a.safetensors")
 
 
-def test_offline_with_nothing_found_says_what_to_do(tmp_path, monkeypatch, shipped):
-    _card_pointing_to_hub(shipped, tmp_path)
+def test_offline_with_nothing_found_says_what_to_do(tmp_path, monkeypatch, shipped, calibration_card):
+    _card_pointing_to_hub(shipped, tmp_path, calibration_card)
     _hub_cache(tmp_path, monkeypatch, "lab/other", {})
     with pytest.raises(WeightsError) as raised:
         resolve_weights("tiny_a.safetensors")
@@ -250,11 +246,11 @@ def test_offline_with_nothing_found_says_what_to_do(tmp_path, monkeypatch, shipp
     assert weights_status(get_config("tiny_a")) == "on the hub"
 
 
-def test_online_the_weights_are_downloaded_from_the_repository(tmp_path, monkeypatch, shipped):
+def test_online_the_weights_are_downloaded_from_the_repository(tmp_path, monkeypatch, shipped, calibration_card):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    weights = _card_pointing_to_hub(shipped, tmp_path)
+    weights = _card_pointing_to_hub(shipped, tmp_path, calibration_card)
     _hub_cache(tmp_path, monkeypatch, "lab/other", {}, offline=False)
     calls = []
 
@@ -285,11 +281,11 @@ def test_config_hub_repo_is_used_when_no_card_names_one(tmp_path, monkeypatch, s
     assert resolved.source == "hub" and resolved.card is None
 
 
-def test_hf_spec_picks_up_the_card_published_beside_the_weights(tmp_path, monkeypatch, shipped):
+def test_hf_spec_picks_up_the_card_published_beside_the_weights(tmp_path, monkeypatch, shipped, calibration_card):
     release = tmp_path / "release"
     release.mkdir()
     weights = shipped.weights("tiny_a", 1.0, folder=release)
-    card = shipped.card(weights, calibration=CALIBRATION)
+    card = shipped.card(weights, calibration=calibration_card)
     _hub_cache(tmp_path, monkeypatch, "lab/tiny", {weights.name: weights, card.name: card})
     resolved = resolve_weights(None, "hf://lab/tiny/tiny_a.safetensors")
     assert resolved.source == "hub" and resolved.calibration.threshold == 0.7
@@ -343,11 +339,12 @@ def _fake_hub(monkeypatch, files: dict, *, card_error: Exception | None = None):
     return calls
 
 
-def test_the_card_of_hub_weights_in_a_subfolder_is_looked_up_in_that_subfolder(tmp_path, monkeypatch, shipped):
+def test_the_card_of_hub_weights_in_a_subfolder_is_looked_up_in_that_subfolder(tmp_path, monkeypatch, shipped,
+                                                                               calibration_card):
     weights_dir, card_dir = tmp_path / "w", tmp_path / "c"  # not siblings: the card must come from the hub
     weights_dir.mkdir(), card_dir.mkdir()
     weights = shipped.weights("tiny_a", 1.0, folder=weights_dir)
-    card = shipped.card(weights, calibration=CALIBRATION)
+    card = shipped.card(weights, calibration=calibration_card)
     moved = card_dir / card.name
     card.rename(moved)
     calls = _fake_hub(monkeypatch, {"v2/tiny_a.safetensors": weights, "v2/tiny_a.card.json": moved,
@@ -389,8 +386,8 @@ def test_an_hf_spec_that_is_not_safetensors_is_refused_before_any_download(monke
     assert calls == []
 
 
-def test_sha256_digests_match_whatever_the_case_of_their_hex_digits(tmp_path, shipped):
-    weights = shipped.add("tiny_a", 1.0, calibration=CALIBRATION)
+def test_sha256_digests_match_whatever_the_case_of_their_hex_digits(tmp_path, shipped, calibration_card):
+    weights = shipped.add("tiny_a", 1.0, calibration=calibration_card)
     card = shipped.folder / "tiny_a.card.json"
     data = json.loads(card.read_text())
     data["weights"]["sha256"] = data["weights"]["sha256"].upper()
@@ -415,15 +412,16 @@ HUGE = "__huge__"  # written as 1e400: valid JSON that Python reads as infinity,
     (lambda card: card["calibration"].update(bias="NaN"), "calibration.bias"),
     (lambda card: card["calibration"].pop("check"), "needs its check"),
     (lambda card: card["calibration"]["check"].update(logits=[HUGE, 0.0, 2.0]), "calibration.check.logits"),
-    (lambda card: card["calibration"]["check"].update(probabilities=[0.1, 1.5, 0.9]), "calibration.check.probabilities"),
+    (lambda card: card["calibration"]["check"].update(probabilities=[0.1, 1.5, 0.9]),
+     "calibration.check.probabilities"),
     (lambda card: card.update(reliability={"min_face_px": HUGE}), "reliability.min_face_px"),
     (lambda card: card["detector"].update(input_size=0), "detector.input_size"),
     (lambda card: card["detector"].update(input_size=100_000), "detector.input_size"),
     (lambda card: card["weights"].update(sha256="not-a-digest"), "weights.sha256"),
 ])
-def test_a_card_with_numbers_out_of_range_is_refused_in_one_line(tmp_path, shipped, edit, message):
+def test_a_card_with_numbers_out_of_range_is_refused_in_one_line(tmp_path, shipped, edit, message, calibration_card):
     weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
-    path = shipped.card(weights, calibration=json.loads(json.dumps(CALIBRATION)))
+    path = shipped.card(weights, calibration=json.loads(json.dumps(calibration_card)))
     card = json.loads(path.read_text())
     edit(card)
     path.write_text(json.dumps(card).replace(f'"{HUGE}"', "1e400"))
@@ -434,9 +432,9 @@ def test_a_card_with_numbers_out_of_range_is_refused_in_one_line(tmp_path, shipp
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
-def test_nan_and_infinity_anywhere_in_a_card_are_refused(tmp_path, shipped, constant):
+def test_nan_and_infinity_anywhere_in_a_card_are_refused(tmp_path, shipped, constant, calibration_card):
     weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
-    path = shipped.card(weights, calibration=CALIBRATION)
+    path = shipped.card(weights, calibration=calibration_card)
     path.write_text(path.read_text().replace('"auc": 0.9', f'"auc": {constant}'))  # even where nobody reads it
     with pytest.raises(WeightsError, match=f"tiny_a.card.json: not valid JSON \\({constant} is not a number"):
         resolve_weights(None, weights)
@@ -499,7 +497,7 @@ def test_loading_settings_that_are_off_load_nothing_and_are_dropped(tmp_path, de
     assert built.fae.out_channels == 3 and torch.equal(built.head.weight, detector.head.weight)
 
 
-def test_a_card_that_asks_for_pretrained_weights_is_refused(tmp_path, shipped):
+def test_a_card_that_asks_for_pretrained_weights_is_refused(tmp_path, shipped, calibration_card):
     from deepscan.weights import build_detector
 
     weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
@@ -507,7 +505,7 @@ def test_a_card_that_asks_for_pretrained_weights_is_refused(tmp_path, shipped):
 
     bare = tmp_path / "bare.safetensors"
     save_file(load_file(str(weights)), str(bare))  # no header metadata: the card's settings are used
-    card = shipped.card(bare, calibration=CALIBRATION)
+    card = shipped.card(bare, calibration=calibration_card)
     data = json.loads(card.read_text())
     data["detector"].update(name="tiny_a", architecture_kwargs={"pretrained": True})
     card.write_text(json.dumps(data))
@@ -515,14 +513,14 @@ def test_a_card_that_asks_for_pretrained_weights_is_refused(tmp_path, shipped):
         build_detector("tiny_a", bare)
 
 
-def test_integrity_failures_and_unavailable_weights_are_told_apart(tmp_path, monkeypatch, shipped):
+def test_integrity_failures_and_unavailable_weights_are_told_apart(tmp_path, monkeypatch, shipped, calibration_card):
     from deepscan.weights import IntegrityError, WeightsUnavailableError
 
     weights = shipped.weights("tiny_a", 1.0, folder=tmp_path)
-    shipped.card(weights, calibration=dict(CALIBRATION, bias=-0.5))  # the check no longer holds
+    shipped.card(weights, calibration=dict(calibration_card, bias=-0.5))  # the check no longer holds
     with pytest.raises(IntegrityError, match="calibration check fails"):
         resolve_weights(None, weights)
-    shipped.card(weights, calibration=CALIBRATION)
+    shipped.card(weights, calibration=calibration_card)
     shipped.weights("tiny_a", 2.0, folder=tmp_path)  # other weights under the card
     with pytest.raises(IntegrityError, match="differs from its model card"):
         resolve_weights(None, weights)
@@ -530,7 +528,7 @@ def test_integrity_failures_and_unavailable_weights_are_told_apart(tmp_path, mon
     (shipped.folder / "tiny_b.safetensors").write_bytes(b"tampered")
     with pytest.raises(IntegrityError, match="SHA256SUMS"):
         resolve_weights("tiny_b.safetensors")
-    _card_pointing_to_hub(shipped, tmp_path)
+    _card_pointing_to_hub(shipped, tmp_path, calibration_card)
     _hub_cache(tmp_path, monkeypatch, "lab/other", {})  # offline, nothing cached
     with pytest.raises(WeightsUnavailableError, match="offline"):
         resolve_weights("tiny_a.safetensors")

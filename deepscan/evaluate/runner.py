@@ -266,13 +266,6 @@ def perturbation_seed(sample_key: str, perturbation: str, strength: float) -> in
 # --- scoring -------------------------------------------------------------------------------------------------
 
 
-def detector_logits(detector, crops: np.ndarray) -> np.ndarray:
-    """Face crops ``(N, S, S, 3)`` uint8 RGB -> raw fake-logits, through the scan's own function."""
-    from deepscan.scan import face_logits
-
-    return face_logits(detector, crops)
-
-
 def sample_logits(
     detector,
     model: str | None,
@@ -285,7 +278,10 @@ def sample_logits(
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Raw fake-logit of every sample under ``condition`` (perturbation, strength): cached ones read, the rest
-    scored (and cached under ``model``)."""
+    scored (and cached under ``model``) through the scan's own :func:`deepscan.scan.face_logits`. The one scoring
+    path: calibrated P(fake) is ``calibration.probability`` of these, as in :func:`evaluate_method`."""
+    from deepscan.scan import face_logits
+
     perturbation, strength = condition
     input_size = detector.config.input_size
     load = load or (lambda sample: load_face(sample, input_size))
@@ -297,27 +293,12 @@ def sample_logits(
             apply_perturbation(load(s), perturbation, strength, perturbation_seed(s.key, perturbation, strength))
             for s in chunk
         ]
-        fresh = dict(zip((s.key for s in chunk), detector_logits(detector, np.stack(images)).tolist()))
+        fresh = dict(zip((s.key for s in chunk), face_logits(detector, np.stack(images)).tolist()))
         cache.put(model, fresh, perturbation, strength)
         known.update(fresh)
         if on_batch is not None:
             on_batch(len(chunk))
     return np.array([known[s.key] for s in samples], dtype=np.float64)
-
-
-def score_samples(
-    detector,
-    model: str | None,
-    samples: Sequence[Sample],
-    condition: tuple[str, float],
-    cache: ScoreCache,
-    *,
-    calibration: Calibration | None = None,
-    **kwargs,
-) -> np.ndarray:
-    """Calibrated P(fake) of every sample under ``condition``: :func:`sample_logits` through ``calibration``
-    (the weights' model card calibration; None: the plain sigmoid)."""
-    return (calibration or Calibration()).probability(sample_logits(detector, model, samples, condition, cache, **kwargs))
 
 
 # --- aggregation and metrics ---------------------------------------------------------------------------------
