@@ -74,8 +74,10 @@ def test_card_threshold_table_gives_rates_with_their_counts(runs):
     assert rows[0]["threshold"] == "0.500 (default)"
     assert rows[0]["FPR frame"] == "0.333 (1/3)"
     assert rows[0]["TPR frame"] == "1.000 (3/3)"
-    assert rows[0]["FPR video"] == "0.500 (1/2)"
-    assert any("model card's threshold" in str(table.title) for table in report.tables(summaries))
+    assert rows[0]["FPR file"] == "0.500 (1/2)"
+    [title] = [str(table.title) for table in report.tables(summaries) if "model card's threshold" in str(table.title)]
+    assert "per file, median of all its faces, without the reliable range" in title
+    assert "not the scan's per-track verdict rate" in title
 
 
 def test_outputs_are_written_where_asked(tmp_path, runs, samples):

@@ -176,6 +176,8 @@ def test_scores_are_calibrated_and_rated_at_the_cards_threshold(samples):
     summary = run.to_dict()["calibration"]
     assert summary["method"] == "platt" and summary["threshold"] == CARD.threshold
     assert summary["threshold_source"] == "model card" and summary["threshold_levels"] == ["frame", "video_median"]
+    assert summary["threshold_level_meaning"]["video_median"].startswith(
+        "per file (median of all its faces), without the reliable range")
 
 
 def test_without_a_card_the_threshold_is_the_scans_default(samples):

@@ -94,9 +94,9 @@ def one_class_notes(summaries: list[dict]) -> list[str]:
     frame = summaries[0]["conditions"]["clean"]["frame"]
     video = summaries[0]["conditions"]["clean"]["video_median"]
     if frame["n_fake"] == 0:
-        present, rate = "real", "fpr_at_card_threshold: the share of real faces / videos called fake (false alarms)"
+        present, rate = "real", "fpr_at_card_threshold: the share of real faces / files called fake (false alarms)"
     elif frame["n_real"] == 0:
-        present, rate = "fake", "tpr_at_card_threshold: the share of fake faces / videos caught"
+        present, rate = "fake", "tpr_at_card_threshold: the share of fake faces / files caught"
     else:
         return []
     return [
@@ -209,7 +209,8 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
             "val": [str(p) for p in options.val],
             "levels": {"frame": "one score per face crop",
                        "video_mean": "mean of a video's frame scores",
-                       "video_median": "median of a video's frame scores (the scan's track aggregate)"},
+                       "video_median": "median of all of a file's face scores (per file, without the reliable "
+                                       "range: not the scan's per-track verdict)"},
             "frames_per_video": options.frames_per_video,
             "bootstrap_resamples": options.bootstrap,
             "seed": options.seed,
@@ -217,7 +218,9 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
             "faceless_media": test.faceless,
             "scores": "calibrated P(fake): each method's raw logit through its model card's calibration "
                       "(methods[].calibration); *_at_card_threshold metrics use that card's threshold, at frame "
-                      "level and video_median level (the scan's verdict)",
+                      "level (per face) and video_median level (per file, median of all its faces, without the "
+                      "reliable range: not the scan's verdict rate, which is per track and counts only faces "
+                      "inside the reliable range)",
             "notes": notes,
         }
         written = write_outputs(options.out_dir, runs, test.samples, meta)

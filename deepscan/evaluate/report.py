@@ -1,11 +1,12 @@
 """What `deepscan evaluate` shows and writes: rich tables, results.json, per-sample scores.csv, ROC and histogram PNGs.
 
 Every number carries its level: ``frame`` (one score per face crop), ``video_mean`` (mean of a video's frame
-scores) or ``video_median`` (the scan's own track aggregate). Scores are calibrated P(fake) (the weights' model
-card calibration); the rates at the card's threshold, the one a scan takes verdicts at, are given at frame level
-and at the scan's video level (median). The CSV holds one row per (method, condition, sample) with the sample's
-media file and frame, its calibrated score and its raw logit, so that any number in results.json can be
-recomputed.
+scores) or ``video_median`` (median of all the file's face scores). Scores are calibrated P(fake) (the weights'
+model card calibration); the rates at the card's threshold, the one a scan takes verdicts at, are given per face
+and per file (median of all its faces), without the reliable range: the per-file rate is not the scan's verdict
+rate, which is per face track and counts only the faces inside the detector's reliable range. The CSV holds one
+row per (method, condition, sample) with the sample's media file and frame, its calibrated score and its raw
+logit, so that any number in results.json can be recomputed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from deepscan.evaluate.runner import CARD_THRESHOLD_LEVELS, LEVELS, MethodRun, Sample, level_arrays
 
 LEVEL_TITLES = {"frame": "frame level", "video_mean": "video level (mean of frames)",
-                "video_median": "video level (median: the scan's track aggregate)"}
+                "video_median": "video level (median of all its faces)"}
 METRIC_COLUMNS = (
     ("AUC [95% CI]", "auc"),
     ("AP", "ap"),
@@ -77,7 +78,7 @@ def metrics_table(runs: Sequence[dict], level: str):
     return _table(f"{LEVEL_TITLES[level]}: clean data", rows)
 
 
-CARD_LEVEL_NAMES = {"frame": "frame", "video_median": "video"}
+CARD_LEVEL_NAMES = {"frame": "frame", "video_median": "file"}
 
 
 def _rate(rate: float | None, count: int) -> str:
@@ -89,7 +90,8 @@ def _rate(rate: float | None, count: int) -> str:
 
 def card_threshold_rows(runs: Sequence[dict], condition: str = "clean") -> list[dict[str, str]]:
     """One row per method: the card's threshold, and at it the share of reals called fake (FPR), the share of
-    fakes caught (TPR) and the balanced accuracy, per face and per video (median, as the scan)."""
+    fakes caught (TPR) and the balanced accuracy, per face and per file (median of all its faces, without the
+    reliable range: not the scan's per-track verdict rate)."""
     rows = []
     for run in runs:
         calibration = run["calibration"]
@@ -129,7 +131,8 @@ def tables(runs: Sequence[dict]) -> list:
     """Every table to print, in order."""
     shown = [metrics_table(runs, level) for level in LEVELS]
     shown.append(_table("at the model card's threshold, the scan's verdict threshold (FPR: reals called fake, "
-                        "TPR: fakes caught; video: median of frames, as the scan): clean data",
+                        "TPR: fakes caught; frame: per face; file: per file, median of all its faces, without the "
+                        "reliable range, so not the scan's per-track verdict rate): clean data",
                         card_threshold_rows(runs)))
     if any(manipulation_rows([run]) for run in runs):
         shown.append(_table("AUC per manipulation (reals of the same data + that manipulation's fakes)",

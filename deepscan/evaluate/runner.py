@@ -7,10 +7,12 @@ clips in one folder, or two ``000.mp4`` in different folders, stay apart.
 
 Scores are calibrated P(fake), as the scan reports them: each detector's raw fake-logit goes through its weights'
 model card calibration (``sigmoid(scale * logit + bias)``; the plain sigmoid without one), and the threshold the
-scan takes verdicts at (the card's) gets metrics of its own, at frame level and at the scan's video level (the
-median). The *raw logits* are what is cached, in a SQLite file keyed by (model, sample, perturbation, strength),
-so that a changed card (a new calibration or threshold) takes effect at once and never meets a stale score:
-``model`` is the weights' sha256 with the detector's input size and architecture settings (see
+scan takes verdicts at (the card's) gets rates of its own, per face and per file (the median of all the file's
+faces). The per-file rate is not the scan's verdict rate: a scan judges per face track, on the faces inside the
+detector's reliable range only, where evaluation takes every face of the file. The *raw logits* are what is
+cached, in a SQLite file keyed by (model, sample, perturbation, strength), so that a changed card (a new
+calibration or threshold) takes effect at once and never meets a stale score: ``model`` is the weights' sha256
+with the detector's input size and architecture settings (see
 :func:`logit_cache_key`; untrained detectors, whose random scores differ run to run, are never cached) and
 ``sample`` a hash of the face's cache entry (the media file's sha256 and extraction parameters), its index, and
 the framing: re-running with other metrics or more perturbations only scores what is new.
@@ -39,9 +41,15 @@ CLEAN = ("none", 0.0)
 # The scan's default framing: crop side = 1.3 x face box.
 DEFAULT_MARGIN = 1.3
 DEFAULT_CACHE_MARGIN = 1.8
-VIDEO_AGGREGATES = {"video_mean": "mean of the frame scores", "video_median": "the scan's track aggregate (median)"}
-# The levels at which the card's threshold is what a scan does: per face, and per track (the median).
+VIDEO_AGGREGATES = {"video_mean": "mean of the frame scores", "video_median": "median of all the file's face scores"}
+# The levels the card's threshold gets rates at: per face, and per file (the median of all its faces, as a scan
+# takes a track's median, but per file rather than per track, and without the reliable range).
 CARD_THRESHOLD_LEVELS = ("frame", "video_median")
+CARD_THRESHOLD_LEVEL_MEANING = {
+    "frame": "per face",
+    "video_median": "per file (median of all its faces), without the reliable range: not the scan's verdict rate, "
+                    "which is per face track and counts only faces inside the reliable range",
+}
 
 
 class EvaluationError(ValueError):
@@ -421,6 +429,8 @@ class MethodRun:
                 **self.calibration.as_dict(),
                 "threshold_source": threshold_source(self.calibration),
                 "threshold_levels": list(CARD_THRESHOLD_LEVELS),
+                "threshold_level_meaning": {level: CARD_THRESHOLD_LEVEL_MEANING[level]
+                                            for level in CARD_THRESHOLD_LEVELS},
             },
             "thresholds": (
                 {"chosen_on": "val", "rule": "max balanced accuracy", **self.thresholds}
