@@ -155,7 +155,7 @@ def _run_scan(
         except KeyboardInterrupt:
             interrupted = True
             err.print("[yellow]interrupted: keeping the results so far[/]")
-    _print_summary(results, judge.trained, ensemble=judge.ensemble)
+    _print_summary(results, judge.trained, ensemble=judge.is_ensemble)
     if json_out is not None or report_dir is not None:
         report = build_report(
             results,
@@ -171,11 +171,11 @@ def _run_scan(
         write_report(report, json_out)
         err.print(f"report written to {json_out}")
     if report_dir is not None:
-        if judge.ensemble:
+        if judge.is_ensemble:
             err.print("[yellow]note:[/] heat maps are drawn per detector: the report has none for the ensemble "
                       "(run `deepscan explain --method NAME --from REPORT` with a member)")
         _write_scan_report(report, report_dir, judge.members[0], config, pdf=pdf,
-                           explain_faces=not interrupted and not judge.ensemble)
+                           explain_faces=not interrupted and not judge.is_ensemble)
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if all(result.status == "complete" for result in results) and len(results) == len(files) else EXIT_INCOMPLETE
@@ -186,7 +186,7 @@ def _judge_for(options):
     from deepscan.calibration import CalibrationError
     from deepscan.ensemble import ENSEMBLE, EnsembleConfig, EnsembleError, EnsembleWeights, plan_ensemble
     from deepscan.registry import UnknownDetectorError
-    from deepscan.scan import Judge, Member
+    from deepscan.scan import Judge
     from deepscan.weights import WeightsError, build_detector
 
     try:
@@ -196,16 +196,12 @@ def _judge_for(options):
         plan = plan_ensemble()
         for line in plan.skipped:
             err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
-        members = [Member(*build_detector(name, resolved=resolved)) for name, resolved in plan.members]
+        judge = Judge.ensemble(plan, options.threshold)
     except (UnknownDetectorError, WeightsError, EnsembleError, CalibrationError) as error:
         fail(str(error))
-    threshold, source = plan.threshold, plan.threshold_source
-    if options.threshold is not None:
-        threshold, source = options.threshold, "--threshold"
-    judge = Judge(members, threshold, source, ensemble=True)
-    err.print(f"ensemble of {', '.join(m.name for m in members)}: mean calibrated P(fake), threshold "
-              f"{threshold:g} ({source})", highlight=False)
-    return judge, EnsembleConfig(), EnsembleWeights(len(members))
+    err.print(f"ensemble of {', '.join(m.name for m in judge.members)}: mean calibrated P(fake), threshold "
+              f"{judge.threshold:g} ({judge.threshold_source})", highlight=False)
+    return judge, EnsembleConfig(), EnsembleWeights(len(judge.members))
 
 
 def _expected_frames(path: Path, options) -> int | None:

@@ -39,6 +39,7 @@ from deepscan.weights import ResolvedWeights, sha256_file
 if TYPE_CHECKING:
     from deepscan.calibration import Calibration
     from deepscan.detectors.base import Detector
+    from deepscan.ensemble import EnsemblePlan
 
 NO_WEIGHTS = ResolvedWeights(None, "none", None)
 
@@ -166,7 +167,7 @@ class Judge:
     members: list[Member]
     threshold: float
     threshold_source: str  # "--threshold", "model card", "ensemble card" or "default"
-    ensemble: bool = False
+    is_ensemble: bool = False
     trained: bool = True
 
     @classmethod
@@ -180,9 +181,22 @@ class Judge:
             source = "model card" if member.calibration.calibrated else "default"
         return cls([member], threshold, source, trained=member.weights.trained if trained is None else trained)
 
+    @classmethod
+    def ensemble(cls, plan: "EnsemblePlan", threshold: float | None = None) -> "Judge":
+        """The ensemble's judge: each member of ``plan`` (:func:`deepscan.ensemble.plan_ensemble`) built as its
+        weights were trained and calibrated by its own card; the threshold is ``threshold`` (``--threshold``)
+        when given, else the plan's (the ensemble card's, or 0.5). Raises WeightsError for a member that does
+        not build."""
+        from deepscan.weights import build_detector
+
+        members = [Member(*build_detector(name, resolved=resolved)) for name, resolved in plan.members]
+        if threshold is not None:
+            return cls(members, threshold, "--threshold", is_ensemble=True)
+        return cls(members, plan.threshold, plan.threshold_source, is_ensemble=True)
+
     @property
     def name(self) -> str:
-        return "ensemble" if self.ensemble else self.members[0].name
+        return "ensemble" if self.is_ensemble else self.members[0].name
 
     @property
     def crop_sizes(self) -> list[int]:
@@ -260,7 +274,7 @@ class Scanner:
         for index, item in enumerate(pending):
             by_member = {name: float(probabilities[index]) for name, probabilities in scores.items()}
             item.face.fake_probability = float(np.mean(list(by_member.values())))
-            if self.judge.ensemble:
+            if self.judge.is_ensemble:
                 item.face.member_probabilities = by_member
         pending.clear()
 
@@ -354,7 +368,7 @@ class Scanner:
             outside_range=outside_range,
             reliable_range=self.reliable_range.describe(),
         )
-        if self.judge.ensemble:
+        if self.judge.is_ensemble:
             judged = [faces[index] for index in judged_indices(outside_range, len(faces))]  # as the track's score
             track.members, track.agreement = member_agreement(
                 {m.name: [f.member_probabilities[m.name] for f in judged] for m in self.judge.members},

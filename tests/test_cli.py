@@ -352,3 +352,20 @@ def test_the_summary_says_when_a_track_was_scored_on_part_of_its_faces(monkeypat
     cli._print_summary([result], trained=True)
     assert ("partly outside the reliable range clip.mp4, track 3: scored on the 2 of its 4 faces inside it "
             "(50% of its faces are outside)") in printed.getvalue()
+
+
+def test_the_ensemble_judge_builds_each_planned_member_with_its_calibration(shipped, calibration_card):
+    from deepscan.ensemble import plan_ensemble
+    from deepscan.scan import Judge
+
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)
+    shipped.add("tiny_b", -2.5)
+    plan = plan_ensemble()
+    judge = Judge.ensemble(plan)
+    assert judge.is_ensemble and judge.name == "ensemble" and judge.trained
+    assert [member.name for member in judge.members] == ["tiny_a", "tiny_b"]
+    assert [member.input_size for member in judge.members] == [32, 48] and judge.crop_sizes == [32, 48]
+    assert judge.members[0].calibration.threshold == 0.7 and not judge.members[1].calibration.calibrated
+    assert (judge.threshold, judge.threshold_source) == (0.5, "default")
+    chosen = Judge.ensemble(plan, 0.8)
+    assert (chosen.threshold, chosen.threshold_source) == (0.8, "--threshold")

@@ -103,7 +103,7 @@ def test_ensemble_members_are_scored_on_the_same_faces_as_the_track(shipped):
     from deepscan.scan import FaceResult, Judge, Member, Scanner
 
     judge = Judge([Member(create_detector("tiny_a")), Member(create_detector("tiny_b"))], 0.5, "default",
-                  ensemble=True)
+                  is_ensemble=True)
     scanner = Scanner.__new__(Scanner)  # only the verdict step: no face detector, no device
     scanner.judge, scanner.reliable_range = judge, ReliableRange(min_face_px=64)
     faces = [
