@@ -187,7 +187,7 @@ def ship(run: Path, recipe_path: Path, into: Path) -> Path:
     card["shipped_from"] = {"run": run.name, "recipe": str(recipe_path), "selected_epoch": card["validation"]["epoch"]}
     card.setdefault("metrics", {})
     card_path = into / f"{name}.card.json"
-    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    card_path.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     write_markdown(card_path)
     return card_path
 
@@ -253,13 +253,14 @@ def add_metrics(card_path: Path, key: str, results: Path, command: list[str]) ->
     """Copy one ``deepscan evaluate`` run's results.json into the card under ``metrics[key]``, with its command."""
     card = json.loads(card_path.read_text())
     card.setdefault("metrics", {})[key] = {"command": shlex.join(command), "results": json.loads(results.read_text())}
-    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    card_path.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     update_checksums(card_path.parent)
 
 
 def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[str] | None = None) -> None:
     """Run the evaluation plan for shipped detector ``name`` and record every result in its card."""
     import subprocess
+    import sys
 
     card_path = into / f"{name}.card.json"
     for key, (files, options) in EVALUATION_PLAN.items():
@@ -272,7 +273,7 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         weights = str(into / f"{name}.safetensors")
         command = ["deepscan", "evaluate", *data, "-m", name, "--weights", weights, "--out", str(out / name / key), *options]
         print("$", shlex.join(command), flush=True)
-        subprocess.run(command, check=True)
+        subprocess.run([sys.executable, "-m", *command], check=True)  # the same deepscan as this process
         add_metrics(card_path, key, out / name / key / "results.json", command)
         write_markdown(card_path)
 
