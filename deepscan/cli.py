@@ -708,19 +708,21 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
 
     from deepscan.ensemble import ENSEMBLE, ENSEMBLE_PAPER, likely_members
     from deepscan.registry import create_detector, get_config, list_detectors
-    from deepscan.weights import WEIGHTS_AT_HAND, weights_status
+    from deepscan.weights import WEIGHTS_AT_HAND, shipped_build, weights_status
 
     rows = []
     for name in list_detectors():
         config = get_config(name)
         status = weights_status(config)  # never downloads: listing must stay quick and offline
+        # Shipped weights may be of another build than the paper default (backbone, input size): list that build.
+        built = shipped_build(config) if status == "shipped" else {}
         with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
-            parameters = create_detector(name).count_parameters()
+            parameters = create_detector(name, **built.get("kwargs", {})).count_parameters()
         rows.append(
             {
                 "name": name,
                 "paper": config.paper,
-                "input_size": config.input_size,
+                "input_size": built.get("input_size", config.input_size),
                 "parameters": parameters,
                 "weights_available": status in WEIGHTS_AT_HAND,
                 "weights": status,

@@ -380,6 +380,15 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
     detector.load_state_dict(state, strict=False)
 
 
+def shipped_build(config: DetectorConfig) -> dict:
+    """The detector kwargs and input size the shipped weights of ``config`` were trained with (from their header)."""
+    metadata = weights_metadata(ResolvedWeights(shipped_weights_dir() / config.weights, "shipped", None))
+    build = {"kwargs": json.loads(metadata.get("detector_kwargs", "{}"))}
+    if "input_size" in metadata:
+        build["input_size"] = int(metadata["input_size"])
+    return build
+
+
 def weights_metadata(weights: ResolvedWeights) -> dict[str, str]:
     """The safetensors header's metadata: which detector, built with which kwargs, at which input size."""
     if weights.path is None:

@@ -137,15 +137,19 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, portrait_jpg):
 
 def test_models_lists_every_detector_as_json():
     from deepscan.registry import list_detectors
+    from deepscan.weights import shipped_checksums
 
     result = run("models", "--json")
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
     assert [row["name"] for row in rows] == [*list_detectors(), "ensemble"]
-    faclue = next(row for row in rows if row["name"] == "faclue")
-    assert faclue["input_size"] == 224 and faclue["parameters"] > 7e6 and faclue["weights_available"] is False
-    assert faclue["weights"] == "untrained"
-    assert rows[-1]["members"] == [] and rows[-1]["weights_available"] is False
+    shipped = sorted(name.removesuffix(".safetensors") for name in shipped_checksums() if name.endswith(".safetensors"))
+    for row in rows[:-1]:
+        assert row["weights_available"] is (row["name"] in shipped)
+        assert row["weights"] == ("shipped" if row["name"] in shipped else "untrained")
+    pel = next(row for row in rows if row["name"] == "pel")
+    assert pel["input_size"] == 224 and pel["parameters"] > 35e6
+    assert rows[-1]["members"] == shipped and rows[-1]["weights_available"] is bool(shipped)
 
 
 def test_ctrl_c_keeps_the_results_so_far_and_marks_them(tmp_path, portrait_clip, monkeypatch):
