@@ -399,11 +399,19 @@ def main() -> None:
     evaluate_parser.add_argument("--only", action="append", help="run only this plan entry (repeatable)")
     ensemble_parser = commands.add_parser("ensemble", help="ensemble card: members and threshold chosen on validation")
     ensemble_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
+    failures_parser = commands.add_parser("failures", help="record what the detector fails on (read off the results)")
+    failures_parser.add_argument("card", type=Path)
+    failures_parser.add_argument("text", nargs="+", help="one failure mode each")
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
     if args.command == "ship":
         print(ship(args.run, args.recipe, args.into))
+    elif args.command == "failures":
+        card = json.loads(args.card.read_text())
+        card["known_failures"] = list(args.text)
+        args.card.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
+        write_markdown(args.card)
     elif args.command == "ensemble":
         print(ship_ensemble(args.into))
     elif args.command == "evaluate":
