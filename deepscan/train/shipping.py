@@ -37,7 +37,6 @@ BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 # Validation faces degraded for the reliable range (a seeded subset: 14 degradations of every face would take
 # the CPU longer than the training's own validation).
 RELIABILITY_FACES = 400
-SHARPNESS_EDGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, float("inf"))
 
 
 def to_fp16_safetensors(source: Path, target: Path) -> None:
@@ -125,75 +124,33 @@ def reliable_range(detector, calibration, crops: np.ndarray, labels: np.ndarray,
 
     from deepscan.reliability import face_sharpness
 
-    pooled: list[tuple[np.ndarray, np.ndarray]] = []  # (sharpness, P(fake)) of every face under every condition
-
     def measure(images: np.ndarray) -> dict:
         probabilities = calibration.probability(score(detector, images))
-        sharpness = np.array([face_sharpness(image) for image in images])
-        pooled.append((sharpness, probabilities))
         reals = probabilities[labels == 0]
         return {
             "auc": round(float(roc_auc_score(labels, probabilities)), 4),
             "fpr": round(float((reals >= calibration.threshold).mean()), 4),
-            "median_sharpness": round(float(np.median(sharpness)), 2),
+            "median_sharpness": round(float(np.median([face_sharpness(image) for image in images])), 2),
         }
 
     clean = measure(crops)
     by_size = [{"face_px": size, **measure(as_if_face_px(crops, size, margin))} for size in FACE_SIZES]
     by_blur = [{"blur_sigma": sigma, **measure(blurred(crops, sigma))} for sigma in BLUR_SIGMAS]
     min_face_px = last_reliable(sorted(by_size, key=lambda row: -row["face_px"]), clean["auc"], "face_px", FACE_SIZES[-1] * 2)
-    # Sharpness is what the scan measures, whatever made a face soft (distance, focus, compression): every face of
-    # every condition, pooled and binned by its own sharpness, sharpest bin first.
-    sharpness = np.concatenate([values for values, _ in pooled])
-    probabilities = np.concatenate([values for _, values in pooled])
-    tiled = np.tile(labels, len(pooled))
-    by_sharpness = []
-    for low, high in reversed(list(zip(SHARPNESS_EDGES[:-1], SHARPNESS_EDGES[1:]))):
-        inside = (sharpness >= low) & (sharpness < high)
-        if len(set(tiled[inside])) < 2:
-            continue
-        reals = probabilities[inside & (tiled == 0)]
-        by_sharpness.append({
-            "sharpness": [low, high if np.isfinite(high) else None],
-            "faces": int(inside.sum()),
-            "auc": round(float(roc_auc_score(tiled[inside], probabilities[inside])), 4),
-            "fpr": round(float((reals >= calibration.threshold).mean()), 4),
-        })
-    min_sharpness = last_reliable(
-        [{**row, "low": row["sharpness"][0]} for row in by_sharpness], clean["auc"], "low", float("inf")
-    )
+    min_sharpness = last_reliable(sorted(by_blur, key=lambda row: row["blur_sigma"]), clean["auc"], "median_sharpness", clean["median_sharpness"])
     return {
         "min_face_px": min_face_px,
         "min_sharpness": min_sharpness,
         "text": (
-            f"Measured on the validation faces degraded as a scan meets them (smaller, blurred): faces count as "
-            f"reliably judged while AUC stays within {AUC_DROP} of the clean {clean['auc']:.3f} and at most "
-            f"{MAX_FPR:.0%} of real faces are called fake. Below {min_face_px:g} px (face box in the frame) or a "
-            f"sharpness of {min_sharpness:g} (variance of the Laplacian at the input size) that no longer holds."
+            f"Measured on the validation faces degraded as a scan meets them: a face counts as reliably judged "
+            f"while AUC stays within {AUC_DROP} of the clean {clean['auc']:.3f} and at most {MAX_FPR:.0%} of real "
+            f"faces are called fake. Below {min_face_px:g} px (face box in the frame) or a sharpness of "
+            f"{min_sharpness:g} (variance of the Laplacian at the input size) that no longer holds."
         ),
         "clean": clean,
         "by_face_size": by_size,
         "by_blur": by_blur,
-        "by_sharpness": by_sharpness,
     }
-
-
-def patch_reliability(card_path: Path, recipe_path: Path) -> None:
-    """Re-measure the reliable range of shipped weights in place (the card's other sections are kept)."""
-    from deepscan.calibration import Calibration
-    from deepscan.model_card import CalibrationSection
-    from deepscan.train.recipe import load_recipe
-    from deepscan.weights import ResolvedWeights, build_detector, sha256_file
-
-    card = json.loads(card_path.read_text())
-    weights = card_path.with_name(card["weights"]["file"])
-    detector, _ = build_detector(card["detector"]["name"], resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
-    crops, labels, _ = validation_faces(recipe_path)
-    calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
-    subset = np.sort(np.random.default_rng(0).permutation(len(labels))[:RELIABILITY_FACES])
-    card["reliability"] = reliable_range(detector.eval(), calibration, crops[subset], labels[subset], load_recipe(recipe_path).data.face.margin)
-    card_path.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
-    write_markdown(card_path)
 
 
 def update_checksums(folder: Path) -> None:
@@ -392,12 +349,6 @@ def card_markdown(card: dict) -> str:
             f"| {row['blur_sigma']} | {row['median_sharpness']:.1f} | {_number(row['auc'])} | {_number(row['fpr'])} |"
             for row in reliability["by_blur"]
         ]
-        lines += ["", "| sharpness (all conditions pooled) | faces | AUC | real faces called fake |", "|---|---|---|---|"]
-        lines += [
-            f"| {row['sharpness'][0]:g}-{'' if row['sharpness'][1] is None else format(row['sharpness'][1], 'g')} | "
-            f"{row['faces']} | {_number(row['auc'])} | {_number(row['fpr'])} |"
-            for row in reliability.get("by_sharpness", [])
-        ]
         lines.append("")
     lines += [
         "## Results",
@@ -451,9 +402,6 @@ def main() -> None:
     failures_parser = commands.add_parser("failures", help="record what the detector fails on (read off the results)")
     failures_parser.add_argument("card", type=Path)
     failures_parser.add_argument("text", nargs="+", help="one failure mode each")
-    reliability_parser = commands.add_parser("reliability", help="re-measure a shipped card's reliable range")
-    reliability_parser.add_argument("card", type=Path)
-    reliability_parser.add_argument("recipe", type=Path)
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
@@ -464,8 +412,6 @@ def main() -> None:
         card["known_failures"] = list(args.text)
         args.card.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
         write_markdown(args.card)
-    elif args.command == "reliability":
-        patch_reliability(args.card, args.recipe)
     elif args.command == "ensemble":
         print(ship_ensemble(args.into))
     elif args.command == "evaluate":
