@@ -146,3 +146,14 @@ def calibration_card() -> dict:
         "check": {"logits": [-1.0, 0.0, 2.0], "probabilities": [0.04742587317756678, 0.2689414213699951,
                                                                 0.9525741268224334]},
     }
+
+
+@pytest.fixture
+def untrained(tmp_path, monkeypatch):
+    """No shipped weights at all (an empty weights folder): every detector is untrained, as before any shipped."""
+    from deepscan import weights
+
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    monkeypatch.setattr(weights, "shipped_weights_dir", lambda: folder)
+    return folder

@@ -40,7 +40,7 @@ def test_help_is_quick_and_lists_the_commands():
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.split() == ["False", "False"]
 
 
-def test_scan_video_writes_a_versioned_report(tmp_path, portrait_clip):
+def test_scan_video_writes_a_versioned_report(tmp_path, portrait_clip, untrained):
     report_path = tmp_path / "report.json"
     result = run("scan", portrait_clip, "--fps", 5, "--json", report_path)
     assert result.exit_code == 0, result.output

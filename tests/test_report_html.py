@@ -72,12 +72,17 @@ class Page(HTMLParser):
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory, portrait_clip):
     """One real run of `deepscan scan CLIP --report DIR --pdf --json FILE` (faclue, untrained)."""
+    from deepscan import weights
+
     folder = tmp_path_factory.mktemp("report")
-    result = runner.invoke(
-        app,
-        ["scan", str(portrait_clip), "--fps", "2", "--report", str(folder / "out"), "--pdf", "--json",
-         str(folder / "scan.json")],
-    )
+    (folder / "no-weights").mkdir()
+    with pytest.MonkeyPatch.context() as patch:  # no shipped weights: the untrained banner is what is tested here
+        patch.setattr(weights, "shipped_weights_dir", lambda: folder / "no-weights")
+        result = runner.invoke(
+            app,
+            ["scan", str(portrait_clip), "--fps", "2", "--report", str(folder / "out"), "--pdf", "--json",
+             str(folder / "scan.json")],
+        )
     assert result.exit_code == 0, result.output
     report = json.loads((folder / "out" / "report.json").read_text())
     html = (folder / "out" / "report.html").read_text(encoding="utf-8")
