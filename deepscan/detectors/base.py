@@ -85,14 +85,6 @@ class Detector(nn.Module):
         """Face crops in ``[0, 1]`` -> fake logits ``(B,)``."""
         raise NotImplementedError
 
-    def fake_probability(self, crops: np.ndarray) -> np.ndarray:
-        """Face crops ``(N, S, S, 3)`` uint8 RGB -> P(fake) per crop, in one batch on the detector's device."""
-        device = next(iter(self.state_dict().values()), torch.empty(0)).device
-        batch = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255)
-        with torch.inference_mode():
-            logits = self(batch)
-        return torch.sigmoid(logits.float()).cpu().numpy().astype(np.float64)
-
     # --- training -------------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> LossOutput:
         """Binary cross-entropy on the fake logit (y: 1 = fake, 0 = real)."""
