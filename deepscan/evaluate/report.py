@@ -37,7 +37,7 @@ METRIC_COLUMNS = (
 )
 
 
-def _number(value) -> str:
+def format_number(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
@@ -50,11 +50,11 @@ def metric_rows(runs: Sequence[dict], level: str, condition: str = "clean") -> l
         for title, key in METRIC_COLUMNS:
             if key == "auc":
                 ci = result.get("auc_ci95")
-                row[title] = _number(result["auc"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                row[title] = format_number(result["auc"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
             elif key == "n":
                 row[title] = f"{result['n']} ({result['n_real']}/{result['n_fake']})"
             else:
-                row[title] = _number(result.get(key))
+                row[title] = format_number(result.get(key))
         rows.append(row)
     return rows
 
@@ -81,7 +81,7 @@ def metrics_table(runs: Sequence[dict], level: str):
 CARD_LEVEL_NAMES = {"frame": "frame", "video_median": "file"}
 
 
-def _rate(rate: float | None, count: int) -> str:
+def format_rate(rate: float | None, count: int) -> str:
     """``0.083 (1/12)``: the rate and what it counts, so that a rate on few samples reads as such."""
     if rate is None:
         return "-"
@@ -100,9 +100,9 @@ def card_threshold_rows(runs: Sequence[dict], condition: str = "clean") -> list[
         for level in CARD_THRESHOLD_LEVELS:
             result = run["conditions"][condition][level]
             name = CARD_LEVEL_NAMES[level]
-            row[f"FPR {name}"] = _rate(result.get("fpr_at_card_threshold"), result["n_real"])
-            row[f"TPR {name}"] = _rate(result.get("tpr_at_card_threshold"), result["n_fake"])
-            row[f"BalACC {name}"] = _number(result.get("balanced_acc_at_card_threshold"))
+            row[f"FPR {name}"] = format_rate(result.get("fpr_at_card_threshold"), result["n_real"])
+            row[f"TPR {name}"] = format_rate(result.get("tpr_at_card_threshold"), result["n_fake"])
+            row[f"BalACC {name}"] = format_number(result.get("balanced_acc_at_card_threshold"))
         rows.append(row)
     return rows
 
@@ -112,17 +112,17 @@ def manipulation_rows(runs: Sequence[dict]) -> list[dict[str, str]]:
     for run in runs:
         for kind, entry in run["conditions"]["clean"].get("per_manipulation", {}).items():
             rows.append({"method": run["method"], "manipulation": kind,
-                         **{f"AUC {level}": _number(entry[level]["auc"]) for level in LEVELS}})
+                         **{f"AUC {level}": format_number(entry[level]["auc"]) for level in LEVELS}})
     return rows
 
 
 def robustness_rows(runs: Sequence[dict], level: str) -> list[dict[str, str]]:
     rows = []
     for run in runs:
-        row = {"method": run["method"], "clean AUC": _number(run["conditions"]["clean"][level]["auc"])}
+        row = {"method": run["method"], "clean AUC": format_number(run["conditions"]["clean"][level]["auc"])}
         for name, entry in run["conditions"].items():
             if name != "clean":
-                row[f"ΔAUC {name}"] = _number(entry["auc_drop"][level])
+                row[f"ΔAUC {name}"] = format_number(entry["auc_drop"][level])
         rows.append(row)
     return rows
 

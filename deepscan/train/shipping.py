@@ -99,9 +99,9 @@ def as_if_face_px(crops: np.ndarray, face_px: int, margin: float) -> np.ndarray:
 
 
 def blurred(crops: np.ndarray, sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+    from deepscan.evaluate.perturb import gaussian_blur
 
-    return np.stack([np.clip(gaussian_filter(crop.astype(np.float32), (sigma, sigma, 0)), 0, 255).astype(np.uint8) for crop in crops])
+    return np.stack([gaussian_blur(crop, sigma, None) for crop in crops])
 
 
 def _holds_up(auc: float | None, fpr: float, clean_auc: float) -> bool:
@@ -278,17 +278,10 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         write_markdown(card_path)
 
 
-def _number(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _rate(level: dict, key: str, count: str) -> str:
-    value = level.get(key)
-    return "–" if value is None else f"{value:.3f} ({round(value * level[count])}/{level[count]})"
-
-
 def card_markdown(card: dict) -> str:
     """The human half of the model card, made from the JSON half so that the two never disagree."""
+    from deepscan.evaluate.report import format_number, format_rate
+
     detector, training, calibration = card["detector"], card["training"], card.get("calibration", {})
     reliability = card.get("reliability", {})
     lines = [
@@ -327,14 +320,14 @@ def card_markdown(card: dict) -> str:
         f"Recipe `{card['shipped_from']['recipe']}` (sha256 `{card['recipe']['sha256']}`); {training['epochs']} epochs, "
         f"{training['seconds'] / 60:.0f} minutes on {training['device']} ({card.get('hardware', 'this project’s 2-core CPU')}); "
         f"checkpoint chosen on validation AUC: epoch {card['validation']['epoch']} "
-        f"(val AUC {_number(card['validation']['metrics'].get('auc'))}).",
+        f"(val AUC {format_number(card['validation']['metrics'].get('auc'))}).",
         "",
         "## Calibration and threshold",
         "",
         f"P(fake) = sigmoid({calibration.get('scale', 1):.4f} × logit + {calibration.get('bias', 0):.4f}), fitted on "
         f"{calibration.get('fitted_on', '?')}. Verdict threshold {calibration.get('threshold', 0.5):.4f}: "
-        f"{calibration.get('threshold_rule', '')} (on validation: false-positive rate {_number(calibration.get('val_fpr'))}, "
-        f"true-positive rate {_number(calibration.get('val_tpr'))}).",
+        f"{calibration.get('threshold_rule', '')} (on validation: false-positive rate {format_number(calibration.get('val_fpr'))}, "
+        f"true-positive rate {format_number(calibration.get('val_tpr'))}).",
         "",
         "## Where it can be trusted",
         "",
@@ -343,10 +336,10 @@ def card_markdown(card: dict) -> str:
     ]
     if reliability.get("by_face_size"):
         lines += ["| face box (px) | AUC | real faces called fake |", "|---|---|---|"]
-        lines += [f"| {row['face_px']} | {_number(row['auc'])} | {_number(row['fpr'])} |" for row in reliability["by_face_size"]]
+        lines += [f"| {row['face_px']} | {format_number(row['auc'])} | {format_number(row['fpr'])} |" for row in reliability["by_face_size"]]
         lines += ["", "| blur sigma | median sharpness | AUC | real faces called fake |", "|---|---|---|---|"]
         lines += [
-            f"| {row['blur_sigma']} | {row['median_sharpness']:.1f} | {_number(row['auc'])} | {_number(row['fpr'])} |"
+            f"| {row['blur_sigma']} | {row['median_sharpness']:.1f} | {format_number(row['auc'])} | {format_number(row['fpr'])} |"
             for row in reliability["by_blur"]
         ]
         lines.append("")
@@ -368,9 +361,9 @@ def card_markdown(card: dict) -> str:
                 ci = frame.get("auc_ci95")
                 interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
                 lines.append(
-                    f"| {key} | {condition} | {_number(frame.get('auc'))}{interval} | {_number(video.get('auc'))} | "
-                    f"{_number(frame.get('eer'))} | {_rate(frame, 'fpr_at_card_threshold', 'n_real')} | "
-                    f"{_rate(frame, 'tpr_at_card_threshold', 'n_fake')} |"
+                    f"| {key} | {condition} | {format_number(frame.get('auc'))}{interval} | {format_number(video.get('auc'))} | "
+                    f"{format_number(frame.get('eer'))} | {format_rate(frame.get('fpr_at_card_threshold'), frame['n_real'])} | "
+                    f"{format_rate(frame.get('tpr_at_card_threshold'), frame['n_fake'])} |"
                 )
     lines += ["", "Commands (from the repository root, after `python -m deepscan.train.protocol`):", "", *commands, ""]
     if card.get("known_failures"):
