@@ -111,9 +111,13 @@ def scan(
 def _run_scan(
     inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False
 ) -> int:
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deepscan.media.errors import shown_path
     from deepscan.media.images import discover_media
+    from deepscan.report.html import REPORT_JSON
     from deepscan.report.json_report import build_report, utc_now, write_report
     from deepscan.scan import ScanInterrupted, Scanner
 
@@ -128,6 +132,47 @@ def _run_scan(
             "its scores are random and mean nothing. Pass --weights, or train one with `deepscan train`."
         )
     results, interrupted = [], False
+
+    def report(finished: bool) -> dict:
+        return build_report(
+            results,
+            options=options,
+            detector_config=config,
+            weights=resolved,
+            started_at=started_at,
+            finished_at=utc_now() if finished else None,
+            interrupted=interrupted,
+            decision=judge.custody(),
+            files_planned=len(files),
+        )
+
+    # The report so far is on disk after each file, marked partial, so that a scan killed outright (SIGKILL, a
+    # crash, the machine going down) still leaves the results of the files it finished. Once rewriting a
+    # report grown large costs more than a tenth of the scan's time, it is rewritten less often.
+    checkpoints = [path for path in (json_out, report_dir and report_dir / REPORT_JSON) if path is not None]
+    written_at, write_s, warned = 0.0, 0.0, False
+
+    def checkpoint(force: bool = False) -> None:
+        nonlocal written_at, write_s, warned
+        start = time.perf_counter()
+        if not checkpoints or (not force and start - written_at < 10 * write_s):
+            return
+        snapshot = report(finished=False)
+        for path in checkpoints:
+            try:
+                write_report(snapshot, path)
+            except OSError as error:
+                if force:  # before the scan: better to stop now than to scan for nothing
+                    fail(f"cannot write the report to {path}: {error.strerror or error}")
+                if not warned:
+                    err.print(f"[yellow]warning:[/] the report so far could not be written to {escape(str(path))} "
+                              f"({escape(error.strerror or str(error))}); trying again after each file",
+                              highlight=False)
+                    warned = True
+        written_at = time.perf_counter()
+        write_s = written_at - start
+
+    checkpoint(force=True)
     try:
         scanner = Scanner(None, options, judge=judge)
     except ValueError as error:
@@ -144,11 +189,14 @@ def _run_scan(
     ) as progress:
         try:
             for path in files:
-                task = progress.add_task(path.name, total=_expected_frames(path, options), rate="")
+                # A file name is text, not markup, and a newline in it must not break the bar's line.
+                task = progress.add_task(escape(shown_path(path.name)), total=_expected_frames(path, options),
+                                         rate="")
                 tick = _rate_ticker(progress, task)
                 results.append(scanner.scan_file(path, on_frame=tick))
                 progress.remove_task(task)
                 _print_file_line(results[-1])
+                checkpoint()
         except ScanInterrupted as stop:
             results.append(stop.result)
             interrupted = True
@@ -157,24 +205,18 @@ def _run_scan(
             err.print("[yellow]interrupted: keeping the results so far[/]")
     _print_summary(results, judge.trained, ensemble=judge.is_ensemble)
     if json_out is not None or report_dir is not None:
-        report = build_report(
-            results,
-            options=options,
-            detector_config=config,
-            weights=resolved,
-            started_at=started_at,
-            finished_at=utc_now(),
-            interrupted=interrupted,
-            decision=judge.custody(),
-        )
+        final = report(finished=True)
     if json_out is not None:
-        write_report(report, json_out)
-        err.print(f"report written to {json_out}")
+        try:
+            write_report(final, json_out)
+        except OSError as error:
+            fail(f"the report could not be written to {json_out}: {error.strerror or error}", EXIT_INCOMPLETE)
+        err.print(f"report written to {escape(str(json_out))}", highlight=False)
     if report_dir is not None:
         if judge.is_ensemble:
             err.print("[yellow]note:[/] heat maps are drawn per detector: the report has none for the ensemble "
                       "(run `deepscan explain --method NAME --from REPORT` with a member)")
-        _write_scan_report(report, report_dir, judge.members[0], config, pdf=pdf,
+        _write_scan_report(final, report_dir, judge.members[0], config, pdf=pdf,
                            explain_faces=not interrupted and not judge.is_ensemble)
     if interrupted:
         return EXIT_INTERRUPTED
@@ -368,7 +410,15 @@ def explain(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Show where, and in which frequencies, a detector sees a forgery: heat maps, spectra, the method's views."""
-    from deepscan.explain import CAM_METHODS, ExplainError, find_recent_report, load_report, parse_timestamp
+    from deepscan.explain import (
+        CAM_METHODS,
+        ExplainError,
+        check_report_paths,
+        find_recent_report,
+        load_report,
+        parse_timestamp,
+        report_weights,
+    )
 
     if cam not in CAM_METHODS:
         fail(f"unknown --cam {cam!r} (choose from {', '.join(CAM_METHODS)})")
@@ -401,8 +451,12 @@ def explain(
             report = None
     if report is not None:
         method = method or report["custody"]["detector"]["name"]
-        if weights is None and method == report["custody"]["detector"]["name"]:
-            weights = report["custody"]["parameters"].get("weights")
+        try:
+            check_report_paths(report, report_path)  # a report may come from anyone: refused before any file is opened
+            if weights is None and method == report["custody"]["detector"]["name"]:
+                weights = report_weights(report, report_path)
+        except ExplainError as error:
+            fail(str(error))
     method = method or "faclue"
     if method == "ensemble":
         fail("explain works on one detector: pass --method NAME (`deepscan models` lists the ensemble's members)")
@@ -538,6 +592,7 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
 
 def _explain_frame_at(detector, path, seconds, cam, reference, resolved, out_dir):
     from deepscan.explain import explain_face, frame_at, safe_name
+    from deepscan.media.errors import shown_path
     from deepscan.media.faces import FaceDetector, crop_face, face_square
 
     index, time_s, frame = frame_at(path, seconds)
@@ -548,7 +603,7 @@ def _explain_frame_at(detector, path, seconds, cam, reference, resolved, out_dir
     for number, face in enumerate(faces, start=1):
         explanation = explain_face(
             detector, crop_face(frame, face, size),
-            label=f"{path.name}, face {number} at {time_s:.2f} s (frame {index})",
+            label=f"{shown_path(path.name)}, face {number} at {time_s:.2f} s (frame {index})",  # drawn in figures
             cam_method=cam, trained=resolved.trained, frame=frame, square=face_square(face), box=face.box,
             reference=reference, calibration=resolved.calibration,
         )

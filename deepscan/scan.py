@@ -12,6 +12,7 @@ own input size.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from deepscan.media.errors import MediaError, PartialMediaError
+from deepscan.media.errors import MediaError, PartialMediaError, shown_path
 from deepscan.media.faces import Face, FaceDetector, crop_face
+from deepscan.media.files import file_sha256
 from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import iter_frames, probe_video
@@ -34,7 +36,7 @@ from deepscan.verdicts import (
     member_agreement,
     track_verdict,
 )
-from deepscan.weights import ResolvedWeights, sha256_file
+from deepscan.weights import ResolvedWeights
 
 if TYPE_CHECKING:
     from deepscan.calibration import Calibration
@@ -309,11 +311,11 @@ class Scanner:
         result = FileResult(path=str(path), kind="image", status="complete")
         try:
             result.kind = media_kind(path)
-            result.size_bytes = path.stat().st_size
-            result.sha256 = sha256_file(path)
+            # Through deepscan.media.files: a pipe or device is refused here, before anything reads it.
+            result.sha256, result.size_bytes = file_sha256(path)
             self._scan_frames(path, result, on_frame)
         except KeyboardInterrupt:
-            result.status, result.message = "partial", f"{path}: interrupted by the user"
+            result.status, result.message = "partial", f"{shown_path(path)}: interrupted by the user"
             self._conclude(result, started)
             raise ScanInterrupted(result) from None
         except PartialMediaError as error:
@@ -321,7 +323,14 @@ class Scanner:
         except MediaError as error:
             result.status, result.message = "error", str(error)
         except OSError as error:
-            result.status, result.message = "error", f"{path}: {error.strerror or error}"
+            result.status, result.message = "error", f"{shown_path(path)}: {error.strerror or error}"
+        except Exception as error:  # noqa: BLE001 - one hostile file must not end the scan of the others
+            if os.environ.get("DEEPSCAN_DEBUG"):
+                raise
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            result.status = "partial" if result.frames_scanned else "error"
+            result.message = (f"{shown_path(path)}: unexpected failure while reading it ({reason}); "
+                              "please report it (DEEPSCAN_DEBUG=1 shows where)")
         self._conclude(result, started)
         return result
 

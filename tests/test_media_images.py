@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -224,3 +225,30 @@ def test_media_kind_by_extension_then_by_content(tmp_path):
     (tmp_path / "notes.xyz").write_text("plain text")
     with pytest.raises(MediaError, match="notes.xyz"):
         media_kind(tmp_path / "notes.xyz")
+
+
+def _grey_png(width: int, height: int) -> bytes:
+    """A grey PNG that weighs little and declares much: rows of zeros compress about a thousand times."""
+    compressor = zlib.compressobj(9)
+    row = bytes(width + 1)  # a filter byte, then the pixels
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # over PIL's warning level, and over its error level
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_grey_png(side, side))
+    started = time.perf_counter()
+    with pytest.raises(MediaError) as caught:
+        load_image(path)
+    # 10000 x 10000 decoded would be 300 MB and seconds of work: refused from the header, nothing is decoded.
+    assert time.perf_counter() - started < 1.0
+    message = str(caught.value)
+    assert "too large to load safely" in message and "\n" not in message
+    assert f"{side} x {side} pixels" in message or f"{side * side} pixels" in message  # PIL's words past 2x

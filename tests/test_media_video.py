@@ -6,8 +6,10 @@ import math
 import pickle
 import struct
 import tracemalloc
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -246,3 +248,57 @@ def test_partial_error_survives_pickling():
     error = PartialMediaError("clip.mp4", "broke off", frames_decoded=7, frames_expected=50)
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.frames_decoded, copy.frames_expected) == (str(error), 7, 50)
+
+
+def _mkv_at(path: Path, stamps: list[int], codec: str = "libx264") -> Path:
+    """Grey frames of the clip at the given timestamps (time base 1/25): gaps make a variable frame rate. With
+    MJPEG (no reordering) the packets' presentation times are set to ``stamps`` as they are, going back too."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width, stream.height = 64, 48
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for index, (image, stamp) in enumerate(zip(grey_frames(len(stamps)), stamps)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = (index if codec == "mjpeg" else stamp), Fraction(1, FPS)
+            for packet in stream.encode(frame):
+                if codec == "mjpeg":
+                    packet.dts, packet.pts = index, max(stamps[index], index)  # pts may not precede dts
+                container.mux(packet)
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_variable_frame_rate_without_a_frame_count_is_complete(tmp_path):
+    # 8 frames over 2.4 s: Matroska keeps no frame count, and duration x rate guesses 61 frames.
+    stamps = [0, 1, 2, 9, 10, 30, 31, 60]
+    clip = _mkv_at(tmp_path / "vfr.mkv", stamps)
+    times = [frame.time_s for frame in iter_frames(clip, every_frame=True)]  # no PartialMediaError
+    assert times == pytest.approx([stamp / FPS for stamp in stamps])
+
+
+def test_timestamps_that_go_back_still_decode_in_full(tmp_path):
+    stamps = [0, 12, 13, 3, 4, 5, 20, 6]
+    clip = _mkv_at(tmp_path / "backwards.mkv", stamps, codec="mjpeg")
+    frames = list(iter_frames(clip, every_frame=True))
+    assert [round(frame.time_s * FPS) for frame in frames] == [max(s, i) for i, s in enumerate(stamps)]
+    sampled = [frame.time_s for frame in iter_frames(clip, fps=FPS)]  # sampling skips what goes back
+    assert sampled == sorted(sampled)
+
+
+def test_a_matroska_cut_short_is_still_partial_by_the_time_it_covers(tmp_path):
+    data = _mkv_at(tmp_path / "long.mkv", list(range(0, 100, 2))).read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PartialMediaError):
+        list(iter_frames(tmp_path / "cut.mkv", every_frame=True))
+
+
+def test_a_header_announcing_huge_frames_is_refused_before_decoding(tmp_path):
+    small = tmp_path / "small.mkv"
+    encode_video(small, grey_frames(3, (16, 16)), fps=FPS, codec="ffv1", pix_fmt="yuv444p")
+    # FFV1 keeps no size of its own: the container's pixel width and height (EBML 0xB0, 0xBA) are the size.
+    data = small.read_bytes()
+    data = data.replace(b"\xb0\x81\x10", b"\xb0\x82\x27\x10", 1).replace(b"\xba\x81\x10", b"\xba\x82\x27\x10", 1)
+    huge = tmp_path / "huge.mkv"
+    huge.write_bytes(data)
+    with pytest.raises(MediaError, match="too large to decode safely: 10000 x 10000"):
+        probe_video(huge)

@@ -10,6 +10,25 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a message may show it: a file name may hold a newline (which would split a one-line error),
+    terminal escapes, bidirectional overrides that make the name read backwards, or bytes that are not UTF-8.
+    Those are written as escapes (``\\n``, ``\\x1b``, ``\\u202e``, ``\\xff``); any other name is shown as it is."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if text.isprintable():
+        return text
+    return "".join(character if character.isprintable() else _escaped(character) for character in text)
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by Python's surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return character.encode("unicode_escape").decode("ascii")
+
+
 class MediaError(Exception):
     """A file deepscan cannot read; ``str()`` is one line naming the file, ready to show a user."""
 
@@ -20,7 +39,7 @@ class MediaError(Exception):
         self.reason = _one_line(reason)
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{shown_path(self.path)}: {self.reason}"
 
 
 class PartialMediaError(MediaError):

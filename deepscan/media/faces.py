@@ -37,6 +37,14 @@ _CUT_EDGE_SHARE = 0.02
 _CONTAINED_SHARE = 0.6
 # How far round a kept face (as a share of its size) a cut detection counts as its fragment.
 _FRAGMENT_REACH = 0.25
+# MediaPipe aborts the whole process (a native check, no exception) on an image with a side of 32767
+# px or more, such as a 40000 x 40 strip; larger frames are shrunk for the whole-frame pass, which
+# the model sees at 128 px anyway.
+_MAX_NATIVE_SIDE = 16384
+# A frame so elongated that tiling it takes more tiles than this (a 1 x 80 000 000 strip would take
+# 200 000 calls, minutes) is searched whole only; an 89-megapixel photo, the largest image deepscan
+# loads, takes about 600.
+_MAX_TILES = 2000
 
 
 class FaceModelError(RuntimeError):
@@ -321,7 +329,8 @@ class FaceDetector:
         # Below 1.5 tiles the whole frame already resolves nearly as small a face as a tile would.
         if not self.tile or max(height, width) <= 1.5 * self.tile_size:
             return []
-        return tile_regions(height, width, self.tile_size, self.tile_overlap)
+        regions = tile_regions(height, width, self.tile_size, self.tile_overlap)
+        return regions if len(regions) <= _MAX_TILES else []
 
     def _detect_region(
         self, image: np.ndarray, region: tuple[int, int, int, int], min_score: float
@@ -364,15 +373,29 @@ class FaceDetector:
                 f"expected an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}"
             )
         height, width = image.shape[:2]
-        candidates = [
-            _Candidate(face, None, cut=False)
-            for face in self._detect_region(image, (0, 0, width, height), self.min_score)
-        ]
+        candidates = [_Candidate(face, None, cut=False) for face in self._detect_whole(image)]
         for region in self.tiles_for(height, width):
             for face in self._detect_region(image, region, self.tile_min_score):
                 cut = self._cut_by_tile_edge(face, region, height, width)
                 candidates.append(_Candidate(face, region, cut))
         return _merge_detections(candidates, self.nms_iou, height, width)
+
+    def _detect_whole(self, image: np.ndarray) -> list[Face]:
+        height, width = image.shape[:2]
+        if max(height, width) <= _MAX_NATIVE_SIDE:
+            return self._detect_region(image, (0, 0, width, height), self.min_score)
+        scale = _MAX_NATIVE_SIDE / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        x_scale, y_scale = width / size[0], height / size[1]
+        return [
+            Face(
+                box=(face.box[0] * x_scale, face.box[1] * y_scale, face.box[2] * x_scale, face.box[3] * y_scale),
+                score=face.score,
+                keypoints=face.keypoints * (x_scale, y_scale),
+            )
+            for face in self._detect_region(small, (0, 0, *size), self.min_score)
+        ]
 
     @staticmethod
     def _cut_by_tile_edge(
@@ -401,6 +424,16 @@ def face_square(face: Face, margin: float = 1.3) -> tuple[float, float, float, f
     return (float(x0), float(y0), float(x0 + side), float(y0 + side))
 
 
+def _reflected(positions: np.ndarray, length: int) -> np.ndarray:
+    """Pixel positions folded into ``0..length - 1`` by mirroring about the edge pixels (numpy's "reflect"),
+    as often as a far position needs."""
+    if length == 1:
+        return np.zeros_like(positions)
+    period = 2 * (length - 1)
+    folded = np.abs(positions) % period
+    return np.where(folded < length, folded, period - folded)
+
+
 def crop_face(
     image: np.ndarray, face: Face, size: int, margin: float = 1.3, padding: str = "reflect"
 ) -> np.ndarray:
@@ -418,6 +451,13 @@ def crop_face(
     if inside.size == 0:
         # The square misses the frame entirely: there is nothing to mirror.
         square = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    elif padding == "reflect" and any(any(pad) for pad in pads):
+        # Mirror the whole frame, not only the part of it inside the square: where the square reaches
+        # further past an edge than into the frame (a face mostly cut off), numpy.pad would repeat that
+        # thin strip over and over, the periodic streaks this mirroring exists to avoid.
+        rows = _reflected(np.arange(y0, y1), height)
+        columns = _reflected(np.arange(x0, x1), width)
+        square = image[rows[:, None], columns[None, :]]
     else:
         square = np.pad(inside, pads, mode=padding)
     if square.shape[:2] != (size, size):

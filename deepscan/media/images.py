@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepscan.media.errors import MediaError
+from deepscan.media.files import check_regular
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset(
@@ -27,13 +28,14 @@ MediaKind = Literal["image", "video"]
 _ALPHA_BACKGROUND = (255, 255, 255)
 
 
+# Pixels decoded from one image at most: PIL's own warning level (about 89 megapixels, 268 MB as RGB). A
+# compressed image can declare far more than it weighs (a 100 kB PNG of 10000 x 10000 grey pixels), and it is
+# refused from its header, before anything is allocated.
+MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.is_dir():
-        raise MediaError(path, "is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
+    check_regular(path)
 
 
 def _to_uint8(values: np.ndarray, full_scale: float) -> np.ndarray:
@@ -82,7 +84,18 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         with warnings.catch_warnings():
             # Turned into an error just below when the image is really too large.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # PIL warns of corrupt EXIF ("Corrupt EXIF data", "Tag data larger than file") on stderr, in
+            # several lines that read like a crash; the pixels are fine and are used as stored.
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise MediaError(
+                        path,
+                        f"image too large to load safely: {width} x {height} pixels "
+                        f"({width * height / 1e6:.0f} megapixels, over the limit of "
+                        f"{MAX_IMAGE_PIXELS / 1e6:.0f}; a decompression bomb?)",
+                    )
                 image.load()
                 upright = ImageOps.exif_transpose(image)
                 return _to_rgb_array(upright)
@@ -91,6 +104,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             path, "not an image deepscan can read (unknown or damaged format)"
         ) from None
     except Image.DecompressionBombError as error:
+        # A frame of a multi-frame file can be larger than the size its header gives first.
         raise MediaError(path, f"image too large to load safely ({error})") from None
     except PermissionError:
         raise MediaError(path, "permission denied") from None
@@ -113,8 +127,13 @@ def _has_media_extension(path: Path) -> bool:
 
 def _walk_media(folder: Path) -> list[Path]:
     found = []
+
+    def unreadable(error: OSError) -> None:
+        # Kept, so that the scan reports the folder it could not read rather than silently scanning less.
+        found.append(Path(error.filename))
+
     # os.walk does not follow symbolic links to folders, so a link loop cannot recurse forever.
-    for root, folders, files in os.walk(folder):
+    for root, folders, files in os.walk(folder, onerror=unreadable):
         folders[:] = sorted(name for name in folders if not _is_hidden(name))
         for name in sorted(files):
             candidate = Path(root) / name
@@ -128,7 +147,9 @@ def discover_media(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
     Folders contribute only files with an image or video extension, in sorted order; a file named
     explicitly is kept whatever its extension, and a path that does not exist is kept too, so that
-    the caller reports it rather than silently scanning less. A file reached twice is listed once.
+    the caller reports it rather than silently scanning less; so is a folder the walk cannot read.
+    A file reached twice is listed once. Nothing is opened here: pipes and devices are refused by
+    whatever reads the list (see :mod:`deepscan.media.files`).
     """
     found: list[Path] = []
     seen: set[Path] = set()

@@ -7,6 +7,7 @@ the frames it could decode and then raises :class:`PartialMediaError`.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import os
@@ -19,6 +20,8 @@ import av
 import numpy as np
 
 from deepscan.media.errors import MediaError, PartialMediaError
+from deepscan.media.files import check_regular
+from deepscan.media.images import MAX_IMAGE_PIXELS
 
 # A stream that decodes fewer than this share of the frames its header announces was cut short.
 # Headers round durations and variable-frame-rate phones drift, so an exact count is not expected.
@@ -57,12 +60,7 @@ class Frame:
 
 def _open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open ``path`` and return the container and its first video stream, or raise MediaError."""
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if path.is_dir():
-        raise MediaError(path, "is a folder, not a video file")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
+    check_regular(path)
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except PermissionError:
@@ -72,6 +70,12 @@ def _open_video(path: Path) -> tuple[av.container.InputContainer, av.video.strea
             path, "not a video or image deepscan can read (invalid or truncated data)"
         ) from None
     except av.FFmpegError as error:
+        if isinstance(error, av.error.EOFError) or error.errno == errno.EIO:
+            # A scan reads the whole file (its checksum) before this, so FFmpeg's "Input/output error" or
+            # "End of file" here is about the data, not the disk: a header that breaks off or lies.
+            raise MediaError(
+                path, f"cannot be opened as a video (damaged or truncated data: {error.strerror})"
+            ) from None
         raise MediaError(path, f"cannot be opened as a video ({error.strerror})") from None
     if not container.streams.video:
         container.close()
@@ -81,6 +85,15 @@ def _open_video(path: Path) -> tuple[av.container.InputContainer, av.video.strea
     if stream.codec_context is None:
         container.close()
         raise MediaError(path, "unsupported or unrecognised video codec (no decoder for it)")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > MAX_IMAGE_PIXELS:
+        container.close()
+        # The same bound as for images: a few bytes of header can announce frames of gigabytes each.
+        raise MediaError(
+            path,
+            f"video frames too large to decode safely: {width} x {height} pixels "
+            f"(over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)",
+        )
     return container, stream
 
 
@@ -158,11 +171,13 @@ def iter_frames(
     Being a generator, it opens the file on the first ``next()``. Raises MediaError then, before
     any frame, when the file cannot be opened, and
     PartialMediaError after the last good frame when decoding fails part-way or the stream holds
-    clearly fewer frames than its header announces (``frames_decoded`` counts every decoded frame,
-    sampled or not).
+    clearly fewer frames than its header announces (and, where no index counts the frames, stops
+    clearly short of its duration). ``frames_decoded`` counts every decoded frame, sampled or not.
     """
-    if fps is not None and fps <= 0:
-        raise ValueError(f"fps must be positive or None, got {fps}")
+    # Not just ``fps <= 0``: NaN and infinity pass that test (and the CLI's lower bound) and would crash
+    # part-way through the video instead.
+    if fps is not None and not 0 < fps < math.inf:
+        raise ValueError(f"fps must be positive and finite, or None, got {fps}")
     keep_all = every_frame or fps is None
     path = Path(path)
     container, stream = _open_video(path)
@@ -172,7 +187,10 @@ def iter_frames(
         time_base = stream.time_base
         rate = stream.average_rate or stream.guessed_rate
         expected = _expected_frames(stream, container)
-        next_tick_s = 0.0
+        counted = bool(stream.frames)  # the index counts the frames; else ``expected`` is duration x rate
+        duration_s = _duration_s(stream, container)
+        next_tick = 0  # the number of the next 1/fps tick a frame is wanted at
+        latest_s = 0.0
         decoded = 0
         frames = container.decode(stream)
         while True:
@@ -199,14 +217,22 @@ def iter_frames(
                 time_s = index / float(rate)
             else:
                 time_s = float(frame.time or 0.0)
+            latest_s = max(latest_s, time_s)
             if not keep_all:
-                if time_s + _TICK_TOLERANCE_S < next_tick_s:
+                # One number decides both whether the frame reaches the wanted tick and which tick comes
+                # next, with the tolerance in seconds throughout. (Comparing in seconds but counting ticks
+                # with the tolerance in ticks kept two frames for one tick, or none, near a tick.)
+                ticks = (time_s + _TICK_TOLERANCE_S) * fps
+                if ticks < next_tick:
                     continue
-                next_tick_s = (math.floor(time_s * fps + _TICK_TOLERANCE_S) + 1) / fps
+                # Past the float range (a huge fps) every frame is a tick of its own.
+                next_tick = math.floor(ticks) + 1 if math.isfinite(ticks) else math.inf
             yield Frame(index=index, time_s=time_s, image=_upright_rgb(frame))
     if decoded == 0:
         raise MediaError(path, "the video stream holds no decodable frame")
-    if expected is not None and decoded < COMPLETE_STREAM_RATIO * expected:
+    if expected is not None and decoded < COMPLETE_STREAM_RATIO * expected and (
+        counted or not _reaches_the_end(latest_s, duration_s, rate)
+    ):
         raise PartialMediaError(
             path,
             f"video ends early: decoded {decoded} of the {expected} frames its header announces "
@@ -214,6 +240,17 @@ def iter_frames(
             frames_decoded=decoded,
             frames_expected=expected,
         )
+
+
+def _reaches_the_end(latest_s: float, duration_s: float | None, rate) -> bool:
+    """Whether frames were decoded up to the end of the stated duration. Where no index counts the frames,
+    duration times the average rate is only a guess at their number, and a variable-frame-rate video (a
+    phone's, a screen recording's, one with gaps) holds far fewer: then time covered, not count, tells
+    a complete stream from one cut short."""
+    if not duration_s:
+        return False
+    frame_s = 1 / float(rate) if rate else 0.0
+    return latest_s + frame_s >= COMPLETE_STREAM_RATIO * duration_s
 
 
 def _frame_rate(fps: float | int | Fraction) -> Fraction:

@@ -3,6 +3,7 @@
 Schema ``deepscan.scan-report`` version 1:
 
     {"schema": "deepscan.scan-report", "schema_version": 1,
+     "partial": false, "files_planned": N,
      "custody": {deepscan_version, started_at, finished_at, host, python, torch, detector, weights, parameters,
                  decision: {method, threshold, threshold_source, reliable_range, sharpness_input_size,
                             members: [{name, paper, input_size, weights, model_card, calibration, reliable_range,
@@ -10,11 +11,17 @@ Schema ``deepscan.scan-report`` version 1:
      "summary": {files, complete, partial, errors, verdicts: {label: count}, interrupted},
      "files": [FileResult as dict: path, kind, status, message, sha256, size_bytes, media, frames_scanned,
                faces: [...per face...], tracks: [...per track...], verdict]}
+
+``partial`` is true when the report holds fewer files than the ``files_planned`` the scan found to read: a folder
+scan rewrites its report after each file (``finished_at`` null until the end), so a scan that was killed leaves
+the report of the files done so far, and one stopped by Ctrl-C says ``interrupted`` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import socket
 from collections import Counter
@@ -39,19 +46,24 @@ def build_report(
     detector_config,
     weights,
     started_at: str,
-    finished_at: str,
+    finished_at: str | None,
     interrupted: bool = False,
     decision: dict | None = None,
+    files_planned: int | None = None,
 ) -> dict:
     """``weights`` offers ``custody()`` (a ResolvedWeights, or the ensemble's); ``decision`` is the scan judge's
-    custody: calibration, threshold and reliable range of every detector that scored."""
+    custody: calibration, threshold and reliable range of every detector that scored. ``finished_at`` is None
+    while the scan goes on; ``files_planned`` is how many inputs it set out to read (default: those reported)."""
     import torch
 
     statuses = Counter(result.status for result in results)
     verdicts = Counter(result.verdict.label for result in results if result.verdict is not None)
+    planned = len(results) if files_planned is None else files_planned
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
+        "partial": interrupted or finished_at is None or len(results) < planned,
+        "files_planned": planned,
         "custody": {
             "deepscan_version": deepscan.__version__,
             "started_at": started_at,
@@ -89,7 +101,36 @@ def _finite(value):
 
 
 def write_report(report: dict, path: Path) -> None:
+    """Write ``report`` to ``path`` atomically: whenever the process stops (Ctrl-C, SIGKILL, a crash), or the
+    machine does (the data and then the rename are synced to disk), ``path`` holds the previous report or this
+    one, complete, never a mix."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(report, indent=2, allow_nan=False))
-    temporary.replace(path)  # never leave a half-written report behind
+    text = json.dumps(report, indent=2, allow_nan=False)  # ASCII: a name that is not UTF-8 survives as an escape
+    # Beside the report (os.replace cannot cross file systems), hidden, and one per process.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="ascii") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())  # the data is on disk before the name points at it
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    # The rename is in the folder's entry: without this a power cut may still bring back the old report.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not every platform opens folders (Windows); the replace itself is still atomic
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
