@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -504,11 +505,21 @@ def explanation_header(explanation: FaceExplanation) -> tuple[str, str]:
     return f"deepscan explain: {explanation.method}, {explanation.label}", "\n".join(lines)
 
 
+def literal_text():
+    """A context in which matplotlib draws text as written. Figures carry strings from the evidence (file names):
+    by default a ``$`` pair in them starts mathtext, and an unknown ``\\command`` between them (``a $\\x$.png``)
+    makes the whole figure fail. Text objects keep the setting they were created under."""
+    import matplotlib
+
+    return matplotlib.rc_context({"text.parse_math": False})
+
+
 def explanation_figure(explanation: FaceExplanation):
     from deepscan.report.plots import compose
 
     title, subtitle = explanation_header(explanation)
-    return compose(title, subtitle, face_panels(explanation))
+    with literal_text():
+        return compose(title, subtitle, face_panels(explanation))
 
 
 def save_explanation(explanation: FaceExplanation, out_dir: Path, prefix: str, dpi: int = 100) -> list[Path]:
@@ -516,9 +527,11 @@ def save_explanation(explanation: FaceExplanation, out_dir: Path, prefix: str, d
     from deepscan.report.plots import save_png, single_panel_figure
 
     written = []
-    for panel in face_panels(explanation):
-        written.append(save_png(single_panel_figure(panel), out_dir / f"{prefix}_{safe_name(panel.key)}.png", dpi))
-    written.append(save_png(explanation_figure(explanation), out_dir / f"{prefix}_explain.png", dpi))
+    with literal_text():
+        for panel in face_panels(explanation):
+            figure = single_panel_figure(panel)
+            written.append(save_png(figure, out_dir / f"{prefix}_{safe_name(panel.key)}.png", dpi))
+        written.append(save_png(explanation_figure(explanation), out_dir / f"{prefix}_explain.png", dpi))
     return written
 
 
@@ -636,13 +649,58 @@ def _scored(probability: float | None) -> bool:
     return probability is not None and probability == probability
 
 
+# A report on disk may come from anyone: the files it names are opened only inside these two folders, whatever
+# "..", absolute paths or symbolic links it uses. Told in each refusal, so that the user knows where to stand.
+REPORT_FOLDERS = "the report's folder and the working folder"
+
+
+def _inside_report_folders(path: Path, report_path: Path) -> bool:
+    target = os.path.realpath(path)
+    for folder in (os.path.realpath(Path(report_path).parent), os.path.realpath(Path.cwd())):
+        if os.path.commonpath([target, folder]) == folder:
+            return True
+    return False
+
+
 def locate_media(recorded_path: str, report_path: Path | None = None) -> Path:
-    """The recorded file as given at scan time (relative to the working folder), else beside the report."""
+    """The recorded file as given at scan time (relative to the working folder), else beside the report. With a
+    report on disk (``report_path``), a file outside :data:`REPORT_FOLDERS` is refused (ExplainError)."""
     path = Path(recorded_path)
-    if path.exists() or path.is_absolute() or report_path is None:
-        return path
-    beside = report_path.parent / path
-    return beside if beside.exists() else path
+    if report_path is None:
+        return path  # a scan of this run: the paths are the user's own
+    if not (path.exists() or path.is_absolute()):
+        beside = report_path.parent / path
+        path = beside if beside.exists() else path
+    if not _inside_report_folders(path, report_path):
+        raise ExplainError(
+            f"{report_path}: refused: it names {recorded_path!r}, outside {REPORT_FOLDERS}; explain --from opens "
+            "only files inside those (run it from a folder that holds the scanned files)"
+        )
+    return path
+
+
+def check_report_paths(report: dict, report_path: Path) -> None:
+    """Refuse, before anything is opened, a report that names any file outside :data:`REPORT_FOLDERS`."""
+    for entry in report.get("files") or []:
+        recorded = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(recorded, str) or not recorded:
+            raise ExplainError(f"{report_path}: refused: a file entry has no path")
+        locate_media(recorded, report_path)
+
+
+def report_weights(report: dict, report_path: Path) -> str | None:
+    """The weights a report was scanned with, to explain with the same: None for the detector's own. A report
+    must not make explain fetch weights from the network or read them from elsewhere: an hf:// spec, or a file
+    outside :data:`REPORT_FOLDERS`, is refused (the user may still pass them with --weights)."""
+    spec = (report.get("custody", {}).get("parameters") or {}).get("weights")
+    if spec is None:
+        return None
+    if not isinstance(spec, str) or spec.startswith("hf://") or not _inside_report_folders(Path(spec), report_path):
+        raise ExplainError(
+            f"{report_path}: refused: it names the weights {str(spec)!r}, from the network or outside "
+            f"{REPORT_FOLDERS}; pass --weights to explain with them (or with others)"
+        )
+    return spec
 
 
 def verify_media(entry: dict, path: Path) -> None:
@@ -652,7 +710,9 @@ def verify_media(entry: dict, path: Path) -> None:
     if not path.is_file():
         raise ExplainError(f"{path}: the scanned file is no longer there")
     expected = entry.get("sha256")
-    if expected and sha256_file(path) != expected:
+    if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+        raise ExplainError(f"{path}: the report records no sha256 for it: it cannot be shown to be the scanned file")
+    if sha256_file(path) != expected.lower():
         raise ExplainError(f"{path}: the file has changed since it was scanned (sha256 differs from the report)")
 
 
@@ -694,9 +754,12 @@ def recorded_face(face: dict) -> "Face":
 
 
 def face_label(path: Path, kind: str, face: dict) -> str:
+    from deepscan.media.errors import shown_path
+
+    name = shown_path(path.name)  # figures draw it: a byte that is not UTF-8 would fail them
     if kind == "image":
-        return f"{path.name}, face {face['track_id']}"
-    return f"{path.name}, track {face['track_id']} at {face['time_s']:.2f} s"
+        return f"{name}, face {face['track_id']}"
+    return f"{name}, track {face['track_id']} at {face['time_s']:.2f} s"
 
 
 def explain_recorded_faces(
@@ -756,6 +819,15 @@ def load_report(path: Path) -> dict:
         raise ExplainError(f"{path}: not a readable JSON report ({type(error).__name__})") from None
     if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
         raise ExplainError(f"{path}: not a deepscan scan report (schema {REPORT_SCHEMA!r} expected)")
+    # What explain reads before anything else, in the shape a scan writes it: a stranger's report that lacks it is
+    # one line, not a KeyError.
+    custody = report.get("custody")
+    detector = custody.get("detector") if isinstance(custody, dict) else None
+    if (not isinstance(detector, dict) or not isinstance(detector.get("name"), str)
+            or not isinstance(custody.get("parameters"), dict) or not isinstance(report.get("files"), list)
+            or not all(isinstance(entry, dict) for entry in report["files"])):
+        raise ExplainError(f"{path}: not a complete scan report (custody.detector.name, custody.parameters and files "
+                           "are needed)")
     return report
 
 

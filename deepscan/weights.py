@@ -368,10 +368,18 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
     unexpected = [name for name in state if name not in own]
     misshapen = [name for name in own if name in state and state[name].shape != own[name].shape]
     if missing or unexpected or misshapen:
-        example = (missing + unexpected + misshapen)[0]
+        # A shape mismatch says the most (another build: backbone, width, input size): named first, with both shapes.
+        if misshapen:
+            name = misshapen[0]
+            detail = (f"shape mismatch in {name}: {list(state[name].shape)} in the file, "
+                      f"{list(own[name].shape)} in the detector")
+        elif missing:
+            detail = f"tensor {missing[0]} is missing"
+        else:
+            detail = f"tensor {unexpected[0]} is not the detector's"
         raise WeightsError(
-            f"{weights.path.name}: does not fit detector {detector.config.name!r} ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(misshapen)} misshapen tensors, e.g. {example})"
+            f"{weights.path.name}: does not fit detector {detector.config.name!r}: {detail} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(misshapen)} misshapen tensors)"
         )
     for name, tensor in state.items():
         target = own[name]

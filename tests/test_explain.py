@@ -360,6 +360,85 @@ def test_cli_explain_refuses_bad_input_in_one_line(tmp_path, monkeypatch, portra
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output, (args, result.stderr)
 
 
+# --- reports from strangers: explain --from opens nothing outside the report's folder and the working folder ---
+
+
+@pytest.fixture
+def scanned_elsewhere(tmp_path, monkeypatch, portrait_image):
+    """A case folder as a user keeps it: the evidence in the working folder, the report in reports/ below it
+    (as `scan --report DIR` leaves it), and an image outside both."""
+    case = tmp_path / "case"
+    (case / "reports").mkdir(parents=True)
+    monkeypatch.chdir(case)
+    Image.fromarray(portrait_image).save("portrait.jpg", quality=92)
+    scanned = _run("scan", "portrait.jpg", "--method", "sficonv", "--json", "reports/scan.json")
+    assert scanned.exit_code == 0, scanned.output
+    outside = tmp_path / "private"
+    outside.mkdir()
+    Image.fromarray(portrait_image).save(outside / "holiday.jpg", quality=92)
+    return case, json.loads((case / "reports" / "scan.json").read_text()), outside / "holiday.jpg"
+
+
+def _refused(report: dict, folder, *extra) -> str:
+    path = folder / "reports" / "handed-over.json"
+    path.write_text(json.dumps(report))
+    result = _run("explain", "--from", path, "--out", folder / "explained", *extra)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert not (folder / "explained").exists()  # refused before anything was opened or written
+    return lines[0]
+
+
+def test_explain_from_a_report_beside_the_evidence_works(scanned_elsewhere):
+    case, _, _ = scanned_elsewhere
+    result = _run("explain", "--from", "reports/scan.json", "--out", "explained")
+    assert result.exit_code == 0, result.output
+    assert (case / "explained" / "portrait_face0_explain.png").is_file()
+
+
+def test_a_report_naming_files_outside_its_folder_and_the_working_folder_is_refused(scanned_elsewhere):
+    case, report, holiday = scanned_elsewhere
+    from deepscan.weights import sha256_file
+
+    (case / "reports" / "link.jpg").symlink_to(holiday)
+    for recorded in ("../../../../../../etc/passwd", str(holiday), "reports/link.jpg", "../private/holiday.jpg"):
+        hostile = json.loads(json.dumps(report))
+        # The sha256 is the file's own: the location alone is refused.
+        hostile["files"][0].update(path=recorded, sha256=sha256_file(holiday))
+        line = _refused(hostile, case)
+        assert line.startswith(f"error: {case / 'reports' / 'handed-over.json'}: refused: it names {recorded!r}, "
+                               "outside the report's folder and the working folder; explain --from opens only "
+                               "files inside those"), line
+
+
+def test_weights_a_report_names_from_the_network_or_elsewhere_are_refused(scanned_elsewhere):
+    case, report, holiday = scanned_elsewhere
+    for weights in ("hf://someone/detector/faclue.safetensors", str(holiday.parent / "w.safetensors")):
+        hostile = json.loads(json.dumps(report))
+        hostile["custody"]["parameters"]["weights"] = weights
+        line = _refused(hostile, case)
+        assert f"refused: it names the weights {weights!r}" in line and "pass --weights" in line, line
+
+
+def test_a_report_without_the_files_sha256_or_with_another_explains_nothing(scanned_elsewhere):
+    case, report, _ = scanned_elsewhere
+    for sha256, message in ((None, "the report records no sha256 for it"), ("ab" * 32, "changed since it was scanned")):
+        changed = json.loads(json.dumps(report))
+        changed["files"][0]["sha256"] = sha256
+        (case / "reports" / "changed.json").write_text(json.dumps(changed))
+        result = _run("explain", "--from", "reports/changed.json", "--out", "explained")
+        lines = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
+        assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
+        assert not list((case / "explained").glob("portrait_*"))
+
+
+def test_an_incomplete_report_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.json").write_text(json.dumps({"schema": "deepscan.scan-report", "files": []}))
+    result = _run("explain", "--from", "r.json")
+    assert result.exit_code == 2 and "not a complete scan report" in result.stderr, result.output
+
+
 class _TinyCam(Detector):
     """A convolution (for Grad-CAM to look at) and a head: its fake-logit is the head's bias when the head's
     weight is zero, so that P(fake) is known exactly."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -187,6 +188,23 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
     )
 
 
+def _open_and_watch(chromium: str, page: Path, work: Path) -> tuple[list[str], list[str]]:
+    """Open ``page`` in headless Chromium, offline (every host name fails to resolve); return what the page wrote to
+    its console (messages, uncaught errors) and the network requests it made (Chromium's own background requests
+    are left out: they are not made for a file:// page)."""
+    netlog = work / f"{page.stem}.netlog.json"
+    opened = _headless(chromium, work / "profile", "--enable-logging=stderr", "--v=0",
+                       "--host-resolver-rules=MAP * ~NOTFOUND", f"--log-net-log={netlog}",
+                       "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    console = [line for line in opened.stderr.splitlines() if ":CONSOLE" in line]
+    log = json.loads(netlog.read_text())
+    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    requests = [event["params"]["url"] for event in log["events"]
+                if event["type"] == start_job and "file://" in event["params"].get("network_isolation_key", "")]
+    return console, requests
+
+
 def test_report_opens_in_headless_chromium_and_shows_verdict_and_timeline(scanned, tmp_path):
     chromium = _chromium()
     folder, report, html, _ = scanned
@@ -217,6 +235,79 @@ def test_report_opens_in_headless_chromium_and_shows_verdict_and_timeline(scanne
         assert image.size == (1280, 1600)
         pixels = np.asarray(image.convert("L"), dtype=float)
     assert pixels.std() > 20 and (pixels < 100).mean() > 0.01  # text and plots on the page, not a blank tab
+
+
+# --- hostile evidence: names and metadata that are markup ------------------------------------------------------
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)>.png"
+HOSTILE_EXIF = "</textarea><img src=x onerror=alert(2)>"
+MATHTEXT_NAME = "a $\\nosuch{$ b.png"  # a "$" pair that matplotlib would read as mathtext, and fail on
+# A byte that is not UTF-8 (neither a page nor a figure can hold it as is) and a right-to-left override that
+# would show "bad-?-gnp.jpg" as "bad-?-gpj.png".
+UNDECODABLE_NAME = os.fsdecode(b"bad-\xff-\xe2\x80\xaegnp.jpg")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A real `deepscan scan --report --pdf` of three portraits: one named as markup, one whose EXIF description
+    and user comment are markup, one whose name is broken mathtext."""
+    from deepscan import weights
+    from deepscan.media.synthetic import portrait
+
+    folder = tmp_path_factory.mktemp("hostile")
+    evidence = folder / "evidence"
+    evidence.mkdir()
+    image = Image.fromarray(portrait())
+    image.save(evidence / HOSTILE_NAME)
+    image.save(evidence / MATHTEXT_NAME)
+    exif = Image.Exif()
+    exif[0x010E] = HOSTILE_EXIF  # ImageDescription
+    exif.get_ifd(0x8769)[0x9286] = b"ASCII\0\0\0" + HOSTILE_EXIF.encode()  # Exif IFD: UserComment
+    image.save(evidence / "exif.jpg", exif=exif.tobytes())
+    with Image.open(evidence / "exif.jpg") as written:
+        assert written.getexif()[0x010E] == HOSTILE_EXIF  # the payload is really in the file
+    (folder / "no-weights").mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights, "shipped_weights_dir", lambda: folder / "no-weights")
+        result = runner.invoke(app, ["scan", str(evidence), "--report", str(folder / "out"), "--pdf"])
+    assert result.exit_code == 0, result.output
+    return folder / "out", (folder / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def test_names_and_metadata_from_the_evidence_are_escaped_everywhere_in_the_page(hostile):
+    out, html = hostile
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(Path(entry["path"]).name for entry in report["files"]) == sorted(
+        [HOSTILE_NAME, MATHTEXT_NAME, "exif.jpg"])
+    for payload in (HOSTILE_NAME, HOSTILE_EXIF, "<img src=x", "</textarea>"):
+        assert payload not in html, payload
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;.png") >= 2  # shown, as text: summary, file section
+    start = html.index('<script type="application/json" id="deepscan-report">')
+    embedded = html[html.index(">", start) + 1:html.index("</script>", start)]
+    assert "<" not in embedded and ">" not in embedded  # "</" cannot close the element early
+    assert json.loads(embedded) == report  # and every name reads back as it was
+    page = Page(html)
+    for tag, attributes in page.elements:
+        assert not any(name.startswith("on") for name in attributes), (tag, attributes)
+        assert tag != "img" or attributes["src"].startswith("data:image/png;base64,"), attributes
+    # Every file has its timeline and the most suspicious faces their figures, the broken mathtext name included.
+    assert sum(len(_images(page, f"timeline-{index}")) for index in range(3)) == 3
+    assert sum(1 for tag, attributes in page.elements if attributes.get("class") == "face") >= 3
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_the_hostile_report_in_headless_chromium_runs_nothing_and_fetches_nothing(hostile, tmp_path):
+    chromium = _chromium()
+    out, html = hostile
+    console, requests = _open_and_watch(chromium, out / "report.html", tmp_path)
+    assert console == [] and requests == [], (console, requests)
+    # The watch sees what it must: a copy with a script error and an image from the network is caught.
+    broken = tmp_path / "broken.html"
+    broken.write_text(html.replace("</body>", '<img src="http://example.invalid/x.png"><script>'
+                                   "not_defined();</script></body>"), encoding="utf-8")
+    console, requests = _open_and_watch(chromium, broken, tmp_path)
+    assert any("Uncaught ReferenceError: not_defined" in line for line in console), console
+    assert requests == ["http://example.invalid/x.png"], requests
 
 
 # --- pages rendered from reports made here --------------------------------------------------------------------
@@ -260,6 +351,17 @@ def test_hostile_names_are_escaped_and_failed_files_are_reported():
     assert "untrained-warning" not in page.text_by_id
     timelines = [attributes.get("id") for tag, attributes in page.elements if tag == "img"]
     assert timelines == ["timeline-0", "timeline-2"]  # an unreadable file has no timeline
+
+
+def test_a_name_that_is_not_utf8_or_reads_backwards_is_written_out_in_the_page_figures_and_pdf(tmp_path):
+    from deepscan.report.html import write_scan_report
+
+    report = _report([_video(f"case/{UNDECODABLE_NAME}", {0: [0.9, 0.8, 0.95]})])
+    written = write_scan_report(report, tmp_path / "out", pdf=True)  # a byte that is not UTF-8 fails neither
+    html = written[1].read_text(encoding="utf-8")
+    assert "\u202e" not in html  # the override would make the name read "bad-?-gpj.png"
+    assert html.count("bad-\\xff-\\u202egnp.jpg") >= 3  # summary, file section, custody: written out
+    assert written[2].read_bytes().startswith(b"%PDF")
 
 
 def test_timeline_plots_each_track_against_time_with_units_and_a_legend():

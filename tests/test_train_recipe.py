@@ -94,7 +94,10 @@ def test_the_recipe_hash_follows_the_content(tmp_path):
     assert recipe_hash(load_recipe(path, ["epochs=3"]), ignore=("epochs",)) == recipe_hash(first, ignore=("epochs",))
 
 
-def test_every_shipped_recipe_validates_and_names_a_registered_detector():
+def test_every_shipped_recipe_validates_and_names_a_registered_detector(monkeypatch):
+    # The demo recipes keep their face cache in the repository's local/ (../local/cache/faces): inside the working
+    # folder when run from the repository's root, as the README runs them.
+    monkeypatch.chdir(RECIPES[0].parents[1])
     assert len(RECIPES) >= 10
     detectors = set(list_detectors())
     trained = set()
@@ -117,3 +120,70 @@ def test_cli_reports_a_bad_recipe_in_one_line_and_exits_2(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "optim.lr" in lines[0] and str(path) in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+# --- recipes from strangers: plain data, no code, no writing outside their folder --------------------------------
+
+
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system ['touch pwned']", "!!python/name:os.system",
+                                 "!!python/module:os", "!!python/object/new:subprocess.Popen [['touch', 'pwned']]"])
+def test_a_python_tag_is_refused_in_one_line_in_the_file_and_in_set(tmp_path, monkeypatch, tag):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, MINIMAL + f"epochs: {tag}\n")
+    message = refusal(path)
+    shown = tag.split()[0]
+    assert message.startswith(f"{path}: not valid YAML at line 6 (the tag {shown} is refused"), message
+    message = refusal(write(tmp_path, MINIMAL, "clean.yaml"), [f"epochs={tag}"])
+    assert message.startswith(f"--set epochs={tag}: the tag {shown} is refused"), message
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("cache_dir", ["/tmp/deepscan-elsewhere", "~/.ssh", "../../elsewhere", "inside/../../out"])
+def test_an_output_path_outside_the_recipes_folder_is_refused(tmp_path, monkeypatch, cache_dir):
+    work, recipes = tmp_path / "work", tmp_path / "shared" / "recipes"
+    work.mkdir()
+    recipes.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    path = write(recipes, MINIMAL + f"  face: {{cache_dir: '{cache_dir}'}}\n")
+    message = refusal(path)
+    assert message.startswith(f"{path}: data.face.cache_dir: {cache_dir!r} "), message
+    assert "--set data.face.cache_dir=PATH" in message
+    # The user's own --set is the user's choice, like -o.
+    assert load_recipe(path, [f"data.face.cache_dir={tmp_path / 'mine'}"]).data.face.cache_dir == tmp_path / "mine"
+
+
+def test_an_output_path_that_a_symbolic_link_leads_outside_is_refused(tmp_path, monkeypatch):
+    work, recipes = tmp_path / "work", tmp_path / "recipes"
+    work.mkdir()
+    recipes.mkdir()
+    (recipes / "cache").symlink_to(tmp_path / "outside", target_is_directory=True)
+    monkeypatch.chdir(work)
+    message = refusal(write(recipes, MINIMAL + "  face: {cache_dir: cache/faces}\n"))
+    assert "leads outside the recipe's folder and the working folder" in message
+
+
+def test_output_paths_inside_the_recipes_folder_or_the_working_folder_are_fine(tmp_path, monkeypatch):
+    (tmp_path / "project" / "recipes").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    inside = load_recipe(write(tmp_path / "project" / "recipes", MINIMAL + "  face: {cache_dir: cache}\n"))
+    assert inside.data.face.cache_dir == tmp_path / "project" / "recipes" / "cache"
+    # As the demo recipes do: beside the recipes' folder, inside the project the run is started from.
+    beside = load_recipe(write(tmp_path / "project" / "recipes", MINIMAL + "  face: {cache_dir: ../local/cache}\n"))
+    assert beside.data.face.cache_dir == tmp_path / "project" / "local" / "cache"
+
+
+def test_the_data_read_is_only_what_the_recipe_lists(tmp_path):
+    from PIL import Image
+
+    from deepscan.train.datasets import list_sources
+
+    for folder in ("listed/real", "listed/fake", "unlisted/real", "unlisted/fake", "listed-too/real"):
+        (tmp_path / folder).mkdir(parents=True)
+    for index, folder in enumerate(("listed/real", "listed/fake", "unlisted/real", "unlisted/fake", "listed-too/real")):
+        Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(tmp_path / folder / "a.png")
+    text = MINIMAL.replace("{kind: real_images, path: faces}", "{kind: folder, path: listed}")
+    text += "  val:\n    - {kind: real_images, path: listed-too}\n"
+    listed = list_sources(load_recipe(write(tmp_path, text)).data)
+    read = {item.path.relative_to(tmp_path).as_posix() for sources in listed.values() for _, items in sources
+            for item in items}
+    assert read == {"listed/real/a.png", "listed/fake/a.png", "listed-too/real/a.png"}

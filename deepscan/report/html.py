@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deepscan.media.errors import shown_path
 from deepscan.report.json_report import write_report
 
 if TYPE_CHECKING:
@@ -69,7 +70,18 @@ def _png_uri(png: bytes) -> str:
 
 
 def _e(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text for the page: HTML-escaped, and with what a file name may hide written out (bytes that are not UTF-8,
+    which could not even be written to the page, bidirectional overrides that make a name read backwards, control
+    characters) as ``shown_path`` shows it in messages; line breaks stay."""
+    text = "" if value is None else str(value)
+    if not text.isprintable():
+        text = "\n".join(shown_path(line) for line in text.split("\n"))
+    return html.escape(text, quote=True)
+
+
+def _shown_paths(report: dict) -> dict:
+    """The report with each file's path as a figure may draw it: matplotlib fails on a byte that is not UTF-8."""
+    return dict(report, files=[dict(entry, path=shown_path(entry["path"])) for entry in report["files"]])
 
 
 def _value(value) -> str:
@@ -103,19 +115,20 @@ def applied_threshold(report: dict) -> float:
 
 def make_figures(report: dict, explanations: dict[int, list[tuple[dict, "FaceExplanation"]]]) -> list[FileFigures]:
     """The timeline of every file and the composed figure of every explained face, in file order."""
-    from deepscan.explain import explanation_figure
+    from deepscan.explain import explanation_figure, literal_text
     from deepscan.report.plots import timeline_figure
 
     threshold = applied_threshold(report)
     trained = bool(report["custody"]["weights"]["trained"])
     figures = []
-    for index, entry in enumerate(report["files"]):
-        file_figures = FileFigures()
-        if entry.get("status") != "error" or entry.get("faces"):
-            file_figures.timeline = timeline_figure(entry, threshold, trained=trained)
-        for face, explanation in explanations.get(index, []):
-            file_figures.faces.append((face, explanation, explanation_figure(explanation)))
-        figures.append(file_figures)
+    with literal_text():  # titles carry file names: a "$" in one must not start mathtext
+        for index, entry in enumerate(_shown_paths(report)["files"]):
+            file_figures = FileFigures()
+            if entry.get("status") != "error" or entry.get("faces"):
+                file_figures.timeline = timeline_figure(entry, threshold, trained=trained)
+            for face, explanation in explanations.get(index, []):
+                file_figures.faces.append((face, explanation, explanation_figure(explanation)))
+            figures.append(file_figures)
     return figures
 
 
@@ -416,11 +429,14 @@ def write_scan_report(
     temporary.replace(folder / REPORT_HTML)  # never leave a half-written page behind
     written = [folder / REPORT_JSON, folder / REPORT_HTML]
     if pdf:
+        from deepscan.explain import literal_text
         from deepscan.report.plots import write_pdf
 
+        shown = _shown_paths(report)
         per_file = [
             (entry["path"], ([f.timeline] if f.timeline is not None else []) + [fig for _, _, fig in f.faces])
-            for entry, f in zip(report["files"], figures)
+            for entry, f in zip(shown["files"], figures)
         ]
-        written.append(write_pdf(report, per_file, folder / REPORT_PDF))
+        with literal_text():  # its first page lists the files' paths
+            written.append(write_pdf(shown, per_file, folder / REPORT_PDF))
     return written

@@ -8,6 +8,11 @@ heavy is imported or built.
 Relative paths inside a recipe are relative to the recipe file's folder, so a recipe and its data can move
 together. Command-line overrides (``--set optim.lr=1e-4``) are applied to the raw YAML before validation, with
 values parsed as YAML (numbers, booleans, lists), so they are checked exactly like the file itself.
+
+Recipes may come from strangers. They are read with ``yaml.safe_load`` (a ``!!python/...`` tag is refused), name
+detectors and architectures from registries (never a module to import), and the paths the file gives for
+deepscan to write to (the face cache) must stay inside the recipe's folder or the working folder
+(:func:`check_output_paths`). The data read is only what the recipe's ``data`` sources list.
 """
 
 from __future__ import annotations
@@ -377,8 +382,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise RecipeError(f"--set {text}: expected KEY=VALUE, e.g. --set optim.lr=1e-4")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise RecipeError(f"--set {text}: the value is not valid YAML") from None
+    except yaml.YAMLError as error:
+        refused = _refused_tag(error)
+        raise RecipeError(f"--set {text}: " + (refused or "the value is not valid YAML")) from None
     return key.strip().split("."), value
 
 
@@ -418,7 +424,8 @@ def read_recipe_data(path: Path) -> dict:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}: not valid YAML{where}") from None
+        refused = _refused_tag(error)
+        raise RecipeError(f"{path}: not valid YAML{where}" + (f" ({refused})" if refused else "")) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys (detector, data, optim, ...)")
     return data
@@ -431,12 +438,59 @@ def validate_recipe(data: dict, origin: str, base_dir: Path | None) -> Recipe:
         raise RecipeError(describe_validation_error(error, origin)) from None
 
 
+def _refused_tag(error: Exception) -> str | None:
+    """What a YAML tag that safe_load refused (``!!python/object/apply:os.system``, ``!!python/name:...``) is
+    told as: recipes come from strangers, and such a tag would have Python import or call something."""
+    import yaml
+
+    if not isinstance(error, yaml.constructor.ConstructorError):
+        return None
+    tag = re.search(r"tag '([^']*)'", str(getattr(error, "problem", "") or ""))
+    shown = (tag[1] if tag else "?").replace("tag:yaml.org,2002:", "!!")
+    return f"the tag {shown} is refused: a recipe holds plain data, never Python objects"
+
+
+# Recipe keys that name a place deepscan writes to. The run folder is not one: it is the user's own -o.
+OUTPUT_PATH_KEYS = (("data", "face", "cache_dir"),)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_output_paths(data: dict, path: Path, overridden: list[list[str]] = ()) -> None:
+    """A recipe from a stranger must not make deepscan write anywhere it likes: each output path the file
+    names must be relative and stay, once ``..`` and symbolic links are followed, inside the recipe's folder or
+    the working folder (where the run folder goes by default). A value set with ``--set`` is the user's own
+    choice and is not checked, nor is one under a section that ``--set`` replaces."""
+    recipe_dir = os.path.realpath(Path(path).resolve().parent)
+    working = os.path.realpath(os.getcwd())
+    for keys in OUTPUT_PATH_KEYS:
+        if any(tuple(override) == keys[: len(override)] for override in overridden):
+            continue
+        node: Any = data
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, str):
+            continue  # absent (the default applies), or a wrong type that the schema names
+        where = ".".join(keys)
+        way_out = f"give another place with --set {where}=PATH"
+        if node.startswith("~") or Path(node).is_absolute():
+            raise RecipeError(f"{path}: {where}: {node!r} is an absolute path; a recipe's output paths must be "
+                              f"relative to it ({way_out})")
+        target = os.path.realpath(Path(recipe_dir) / node)
+        if not (_inside(target, recipe_dir) or _inside(target, working)):
+            raise RecipeError(f"{path}: {where}: {node!r} leads outside the recipe's folder and the working folder; "
+                              f"a recipe's output paths must stay inside them ({way_out})")
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe file; raises RecipeError (one line) on any problem."""
     path = Path(path)
     data = read_recipe_data(path)
-    for text in overrides:
-        keys, value = parse_override(text)
+    parsed = [(parse_override(text), text) for text in overrides]
+    check_output_paths(data, path, [keys for (keys, _), _ in parsed])
+    for (keys, value), text in parsed:
         apply_override(data, keys, value, text)
     origin = f"{path}" + (" (with --set overrides)" if overrides else "")
     return validate_recipe(data, origin, path.resolve().parent)

@@ -216,13 +216,38 @@ def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     return metrics
 
 
-def _atomic_write_bytes(path: Path, write: Callable) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        write(handle)
-        handle.flush()
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable: without it a power cut can bring back the old name (POSIX only)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _replace_durably(temporary: Path, path: Path) -> None:
+    """``temporary`` (written and closed, in ``path``'s folder) takes ``path``'s place, its bytes on disk first: a
+    kill or a power cut at any moment leaves ``path`` whole, old or new, never half-written."""
+    with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+    _fsync_folder(path.parent)
+
+
+def _atomic_write_bytes(path: Path, write: Callable) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a failed write leaves the old file, and nothing beside it
+        raise
+    _fsync_folder(path.parent)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -394,8 +419,8 @@ class Trainer:
         from deepscan.registry import get_config
 
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every process
+        self.detector, self.start = build_detector(self.recipe)  # first: it names an unknown detector in one line
         self.detector_config = get_config(self.recipe.detector.name)
-        self.detector, self.start = build_detector(self.recipe)
         self.detector.to(self.device)
         groups = self.detector.parameter_groups()
         unknown = sorted(set(self.recipe.optim_groups) - set(groups))
@@ -641,7 +666,7 @@ class Trainer:
 
         temporary = self.output / f".{BEST_WEIGHTS_NAME}.tmp"
         save_weights(self.detector, temporary, self.weights_metadata(epoch))
-        os.replace(temporary, self.output / BEST_WEIGHTS_NAME)
+        _replace_durably(temporary, self.output / BEST_WEIGHTS_NAME)
 
     def weights_metadata(self, epoch: int) -> dict[str, str]:
         from deepscan import __version__
@@ -752,12 +777,14 @@ class Trainer:
         name = self.recipe.detector.name
         weights = self.output / f"{name}.safetensors"
         best = self.output / BEST_WEIGHTS_NAME
+        temporary = self.output / f".{weights.name}.tmp"  # the final weights, too, appear whole or not at all
         if self.best is not None and best.exists():
-            shutil.copyfile(best, weights)
+            shutil.copyfile(best, temporary)
             selected = {"epoch": self.best["epoch"], "select_on": self.recipe.select_on, "metrics": self.best["val"]}
         else:
-            save_weights(self.detector, weights, self.weights_metadata(len(self.history) - 1))
+            save_weights(self.detector, temporary, self.weights_metadata(len(self.history) - 1))
             selected = {"epoch": len(self.history), "select_on": "last epoch (no validation data)", "metrics": {}}
+        _replace_durably(temporary, weights)
         config = self.detector_config
         card = {
             "schema": MODEL_CARD_SCHEMA,
