@@ -86,6 +86,10 @@ def track_verdict(
 ) -> TrackVerdict:
     """``outside_range``: per face, what puts it outside the detector's reliable range ("too small",
     "too blurred"; empty when inside); ``reliable_range`` says that range in words for the reason."""
+    if len(probabilities) == 0:
+        # Said plainly: numpy would make a NaN score of it (with a warning), and a NaN is below every
+        # threshold, so the track would come out "real".
+        raise ValueError(f"track {track_id} has no face to judge")
     every = np.asarray(probabilities, dtype=float)
     judged = judged_indices(outside_range, len(every))
     scores = every[judged]
@@ -125,6 +129,9 @@ def member_agreement(
     threshold, and the share of members whose label is ``decision`` (the ensemble's, fake or real)."""
     members = {}
     for name, probabilities in member_probabilities.items():
+        if len(probabilities) == 0:
+            # As for a track: the median of nothing is NaN, which decide() would call "real".
+            raise ValueError(f"ensemble member {name} has no face to judge")
         score = float(np.median(np.asarray(probabilities, dtype=float)))
         threshold = member_thresholds[name]
         members[name] = {"score": score, "threshold": threshold, "label": decide(score, threshold)}
