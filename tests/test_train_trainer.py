@@ -31,7 +31,8 @@ from deepscan.weights import build_detector, load_weights, resolve_weights
 SMALL_KWARGS = {
     "pel": {"backbone": "efficientnet_b0"},
     "mclcr": {"image_size": 32},
-    "ralf": {"image_size": 32, "width": 8, "blocks_per_scale": 1, "discriminator_width": 8},
+    # perceptual: random: the tests need no ImageNet checkpoint for RALF's perceptual loss (eq. 6).
+    "ralf": {"image_size": 32, "width": 8, "blocks_per_scale": 1, "discriminator_width": 8, "perceptual": "random"},
 }
 
 RECIPE = """\
@@ -112,6 +113,10 @@ def test_every_detector_trains_two_steps_and_its_weights_load_for_scanning(works
     detector, _ = build_detector(name, weights)
     with torch.no_grad():
         assert torch.isfinite(detector.eval()(torch.rand(1, 3, 32, 32))).all()
+    if name == "ralf":
+        # The card says which perceptual network the loss used; it is no part of the weights or their kwargs.
+        assert card["start"]["perceptual"] == {"network": "random", "weights": "random", "seed": 0}
+        assert "perceptual" not in json.loads(metadata["detector_kwargs"])
     if name == "faclue":
         # `deepscan scan --weights` loads exactly as above (build_detector); run it once end to end.
         report = workspace / f"{name}-scan.json"
@@ -167,6 +172,19 @@ def test_an_existing_run_is_never_overwritten_and_a_changed_recipe_does_not_resu
     assert changed.exit_code == 2 and "the recipe differs" in changed.stderr
     missing = run_cli("train", recipe, "-o", workspace / "runs" / "never", "--resume")
     assert missing.exit_code == 2 and "no checkpoint.pt" in missing.stderr
+
+
+def test_ralf_without_its_perceptual_checkpoint_stops_in_one_line_before_training(workspace):
+    # A perceptual loss on random features measures nothing: no silent fallback to a random network. A relative
+    # perceptual_path is read from the recipe's folder, like every path of a recipe.
+    kwargs = dict(SMALL_KWARGS["ralf"], perceptual="lite0", perceptual_path="pretrained/lite0.pth")
+    output = workspace / "runs" / "ralf-no-perceptual"
+    result = run_cli("train", write_recipe(workspace, "ralf", kwargs, file="ralf-lite0.yaml"), "-o", output)
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "detector.kwargs.perceptual" in lines[0], result.stderr
+    assert f"{workspace / 'pretrained' / 'lite0.pth'} does not exist" in " ".join(result.stderr.split()), result.stderr
+    assert not (output / "checkpoint.pt").exists()
 
 
 def test_ctrl_c_exits_130_with_a_checkpoint(workspace, monkeypatch):

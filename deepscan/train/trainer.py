@@ -61,8 +61,9 @@ BEST_WEIGHTS_NAME = "best.safetensors"
 MODEL_CARD_SCHEMA = "deepscan.model-card"
 # Keys that may change between a run and its resumption without changing what it computes (epochs may grow).
 RESUMABLE_CHANGES = ("epochs", "num_workers", "device")
-# Detector kwargs that say where starting weights come from, not what the network is.
-_LOADING_KWARGS = ("pretrained", "pretrained_path", "vgg_weights", "checkpoint_path")
+# Detector kwargs that say where starting weights come from, not what the network is; RALF's perceptual network
+# (eq. 6) is training-only and never part of the saved weights.
+_LOADING_KWARGS = ("pretrained", "pretrained_path", "checkpoint_path", "perceptual", "perceptual_path")
 
 
 class TrainingError(Exception):
@@ -421,6 +422,7 @@ class Trainer:
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every process
         self.detector, self.start = build_detector(self.recipe)  # first: it names an unknown detector in one line
         self.detector_config = get_config(self.recipe.detector.name)
+        self.prepare_training_only_networks()
         self.detector.to(self.device)
         groups = self.detector.parameter_groups()
         unknown = sorted(set(self.recipe.optim_groups) - set(groups))
@@ -437,6 +439,24 @@ class Trainer:
             self.step_optimizers = dict(self.optimizers)
         # Different dropout masks per process from here on (the data differs too).
         torch.manual_seed(self.recipe.seed * 1000 + self.context.rank + 1)
+
+    def prepare_training_only_networks(self) -> None:
+        """Frozen networks a detector's loss needs besides its weights (RALF: the perceptual network of eq. 6).
+
+        They are not in the checkpoint, so they are built here, at setup, from the run's seed (before --resume
+        restores any RNG state; the detector builds them without drawing from the global RNG): a resumed run gets
+        the very network the uninterrupted one had. Missing ImageNet weights stop the run here, in one line,
+        rather than at the first step.
+        """
+        prepare = getattr(self.detector, "prepare_training", None)
+        if prepare is None:
+            return
+        origin = Path(self.options.recipe_origin) if self.options.recipe_origin else None
+        base_dir = origin.resolve().parent if origin is not None and origin.is_file() else None  # recipe-relative paths
+        try:
+            self.start["perceptual"] = prepare(seed=self.recipe.seed, base_dir=base_dir)
+        except ValueError as error:
+            raise TrainingError(f"detector.kwargs.perceptual: {error}") from None
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def rng_states(self) -> dict:
