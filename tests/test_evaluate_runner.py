@@ -79,12 +79,14 @@ def test_scores_are_cached_per_model_sample_and_condition(tmp_path, samples):
     reopened.close()
 
 
-def test_no_cache_scores_every_time(samples):
+def test_no_cache_file_keeps_nothing_past_the_run(samples):
     detector = BrightnessDetector()
     cache = ScoreCache(None)
     sample_logits(detector, "m", samples, ("none", 0.0), cache)
     sample_logits(detector, "m", samples, ("none", 0.0), cache)
-    assert detector.faces_scored == 2 * len(samples)
+    assert detector.faces_scored == len(samples)  # within a run (one cache), a face is scored once
+    sample_logits(detector, "m", samples, ("none", 0.0), ScoreCache(None))
+    assert detector.faces_scored == 2 * len(samples)  # the next run scores it again
 
 
 def test_evaluate_method_levels_manipulations_and_robustness(samples):

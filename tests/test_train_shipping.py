@@ -42,3 +42,53 @@ def test_the_reliable_range_stops_at_the_first_degradation_that_fails():
     rows[1]["fpr"] = 0.2  # too many false alarms fails too
     assert last_reliable(rows, 0.96, "face_px", 256) == 128
     assert last_reliable([{"face_px": 128, "auc": None, "fpr": 0.0}], 0.96, "face_px", 256) == 256
+
+
+def test_the_ensembles_evaluation_plan_is_recorded_in_its_card(tmp_path, shipped, calibration_card, monkeypatch):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    from deepscan.ensemble import plan_ensemble
+    from deepscan.model_card import read_ensemble_card
+    from deepscan.train import shipping
+
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)
+    shipped.add("tiny_b", -2.5)
+    card_path = shipped.folder / "ensemble.card.json"
+    card_path.write_text(json.dumps({"schema": "deepscan.ensemble-card", "members": ["tiny_a", "tiny_b"],
+                                     "calibration": {"threshold": 0.6, "threshold_rule": "test"}}))
+    shipped.seal()
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "dfdc_faces.csv").write_text("path,label\n")
+    monkeypatch.setattr(shipping, "EVALUATION_PLAN", {"in_domain": (["dfdc_faces.csv"], []),
+                                                      "robustness": (["dfdc_faces.csv"], ["--perturb", "jpeg:75"]),
+                                                      "elsewhere": (["missing.csv"], [])})
+    ran = []
+
+    def evaluate(command, check):  # stands in for `python -m deepscan evaluate ...`: writes its results.json
+        ran.append(command[2:])
+        out = command[command.index("--out") + 1]
+        Path(out).mkdir(parents=True)
+        (Path(out) / "results.json").write_text(json.dumps({"methods": [{"method": "ensemble", "auc": None}]}))
+
+    monkeypatch.setattr(subprocess, "run", evaluate)
+    shipping.evaluate_shipped("ensemble", shipped.folder, splits, tmp_path / "eval")
+    assert [command[:4] for command in ran] == [["deepscan", "evaluate", str(splits / "dfdc_faces.csv"), "-m"]] * 2
+    assert all(command[4] == "ensemble" and "--weights" not in command for command in ran)
+    metrics = json.loads(card_path.read_text())["metrics"]
+    assert set(metrics) == {"in_domain", "robustness"}  # the plan entry without its data is skipped
+    command = metrics["robustness"]["command"]
+    assert command.startswith("deepscan evaluate") and "-m ensemble" in command and "--perturb jpeg:75" in command
+    assert metrics["in_domain"]["results"]["methods"][0]["method"] == "ensemble"
+    # The card with its metrics still reads, passes SHA256SUMS and gives the scan its members and threshold.
+    assert read_ensemble_card(card_path).calibration.threshold == 0.6
+    plan = plan_ensemble()
+    assert [name for name, _ in plan.members] == ["tiny_a", "tiny_b"] and plan.threshold == 0.6
+    assert not (shipped.folder / "ensemble.md").exists()
+
+    with pytest.raises(SystemExit, match="shipped weights deepscan loads"):
+        shipping.evaluate_shipped("ensemble", tmp_path, splits, tmp_path / "eval")

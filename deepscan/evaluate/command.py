@@ -43,8 +43,14 @@ def _conditions(specs: list[str]) -> list[tuple[str, float]]:
     return conditions
 
 
+ENSEMBLE_WEIGHTS_ERROR = ("--weights picks one detector's weights; the ensemble uses each member's own (see "
+                          "`deepscan models`): give --weights shipped in its place")
+
+
 def _detectors(options: EvaluateOptions):
-    """(method, config, resolved weights) per method; every error found before any heavy work starts."""
+    """(method, config, resolved weights) per method, and for the ensemble (method, None, its plan: members and
+    threshold, as the scan forms it); every error found before any heavy work starts."""
+    from deepscan.ensemble import ENSEMBLE, EnsembleError, plan_ensemble
     from deepscan.registry import UnknownDetectorError, get_config
     from deepscan.weights import WeightsError, resolve_detector_weights
 
@@ -58,6 +64,14 @@ def _detectors(options: EvaluateOptions):
     specs = options.weights or ["shipped"] * len(options.methods)
     found = []
     for method, spec in zip(options.methods, specs):
+        if method == ENSEMBLE:
+            if spec != "shipped":
+                raise EvaluationError(ENSEMBLE_WEIGHTS_ERROR)
+            try:
+                found.append((method, None, plan_ensemble()))
+            except EnsembleError as error:
+                raise EvaluationError(str(error)) from None
+            continue
         try:
             config = get_config(method)
             resolved = resolve_detector_weights(config, None if spec == "shipped" else spec)
@@ -86,6 +100,47 @@ def _architecture(resolved) -> str | dict | None:
     return resolved.card.detector.architecture_kwargs if resolved.card else None
 
 
+def _ensemble_members(plan, device: str):
+    """The plan's members built as the scan builds them (``Judge.ensemble``), each on ``device``, with its
+    calibration and logit cache key; the ensemble's custody for results.json; and its threshold."""
+    from deepscan.calibration import CalibrationError
+    from deepscan.ensemble import ENSEMBLE_CARD, EnsembleError, ensemble_card
+    from deepscan.evaluate.runner import EnsembleMember, EnsembleThreshold, logit_cache_key
+    from deepscan.scan import Judge
+    from deepscan.weights import WeightsError, sha256_file, shipped_weights_dir
+
+    try:
+        judge = Judge.ensemble(plan)
+    except (WeightsError, CalibrationError) as error:
+        raise EvaluationError(f"ensemble: {error}") from None
+    members = []
+    for member in judge.members:
+        resolved = member.weights
+        members.append(EnsembleMember(
+            name=member.name,
+            detector=member.detector.to(device).eval(),
+            calibration=member.calibration,
+            cache_key=logit_cache_key(resolved.sha256, member.input_size, _architecture(resolved)),
+            weights={"method": member.name, "input_size": member.input_size, **resolved.custody(),
+                     "model_card": resolved.card_custody()},
+        ))
+    custody, rule = None, "0.5 (no ensemble card)"
+    if plan.threshold_source == "ensemble card":
+        path = shipped_weights_dir() / ENSEMBLE_CARD
+        try:
+            rule = ensemble_card().calibration.threshold_rule or "as stated in the ensemble card"
+        except EnsembleError as error:
+            raise EvaluationError(str(error)) from None
+        custody = {"path": str(path), "sha256": sha256_file(path)}
+    weights = {
+        "source": f"ensemble of {len(members)}", "path": None, "sha256": None, "trained": True,
+        "model_card": custody,
+        "members": [member.weights for member in members],
+        "left_out": list(plan.skipped),
+    }
+    return members, weights, EnsembleThreshold(plan.threshold, plan.threshold_source, rule)
+
+
 def one_class_notes(summaries: list[dict]) -> list[str]:
     """What to say when the test data holds reals only or fakes only (measuring false alarms on authentic
     footage, or misses on forgeries): which metrics are left out, and which one answers the question."""
@@ -109,9 +164,10 @@ def one_class_notes(summaries: list[dict]) -> list[str]:
 def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deepscan.ensemble import ENSEMBLE
     from deepscan.evaluate.report import tables, write_outputs
-    from deepscan.evaluate.runner import (ScoreCache, collect_samples, default_score_cache, evaluate_method,
-                                          logit_cache_key)
+    from deepscan.evaluate.runner import (ScoreCache, collect_samples, default_score_cache, evaluate_ensemble,
+                                          evaluate_method, logit_cache_key)
 
     conditions = _conditions(options.perturb)
     detectors = _detectors(options)
@@ -158,11 +214,34 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
     if "val" in parts and not val_samples:
         raise EvaluationError("no face found in the --val data: no threshold can be chosen")
 
-    cache = ScoreCache(score_path if options.use_score_cache else None)  # untrained runs are never cached
+    # Untrained runs are never cached. Without the file, logits are still kept for this run: a detector evaluated
+    # alone and as an ensemble member scores each face once.
+    cache = ScoreCache(score_path if options.use_score_cache else None)
     runs = []
     try:
         for method, config, resolved in detectors:
             from deepscan.weights import WeightsError, build_detector
+
+            if method == ENSEMBLE:
+                plan = resolved
+                for line in plan.skipped:
+                    err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
+                members, weights, threshold = _ensemble_members(plan, device)
+                err.print(f"note: ensemble of {', '.join(m.name for m in members)}: scores are the mean of the "
+                          f"members' calibrated P(fake), each scoring its own input size, as a scan's; the "
+                          f"threshold {plan.threshold:.4g} ({plan.threshold_source}) is the scan's verdict "
+                          "threshold", highlight=False)
+                total = sum(len(val_samples or []) + len(test.samples) * (1 + len(conditions)) for _ in members)
+                with progress_bar() as progress:
+                    task = progress.add_task("scoring the ensemble's members", total=total)
+                    runs.append(evaluate_ensemble(
+                        members, threshold, weights,
+                        test.samples, conditions, cache, method=method, val_samples=val_samples,
+                        batch_size=options.batch_size, bootstrap=options.bootstrap, seed=options.seed,
+                        on_batch=lambda count, task=task: progress.advance(task, count),
+                    ))
+                    progress.remove_task(task)
+                continue
 
             try:
                 detector, resolved = build_detector(method, resolved=resolved)
@@ -217,7 +296,8 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
             "media_files": test.media_files,
             "faceless_media": test.faceless,
             "scores": "calibrated P(fake): each method's raw logit through its model card's calibration "
-                      "(methods[].calibration); *_at_card_threshold metrics use that card's threshold, at frame "
+                      "(methods[].calibration; the ensemble's: the mean of its members' calibrated P(fake), at the "
+                      "ensemble card's threshold); *_at_card_threshold metrics use that card's threshold, at frame "
                       "level (per face) and video_median level (per file, median of all its faces, without the "
                       "reliable range: not the scan's verdict rate, which is per track and counts only faces "
                       "inside the reliable range)",

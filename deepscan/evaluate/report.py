@@ -6,7 +6,8 @@ model card calibration); the rates at the card's threshold, the one a scan takes
 and per file (median of all its faces), without the reliable range: the per-file rate is not the scan's verdict
 rate, which is per face track and counts only the faces inside the detector's reliable range. The CSV holds one
 row per (method, condition, sample) with the sample's media file and frame, its calibrated score and its raw
-logit, so that any number in results.json can be recomputed.
+logit, so that any number in results.json can be recomputed; the ensemble's rows hold each member's calibrated
+P(fake) too, whose mean is the ensemble's score.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def card_threshold_rows(runs: Sequence[dict], condition: str = "clean") -> list[
     rows = []
     for run in runs:
         calibration = run["calibration"]
-        source = "card" if calibration["threshold_source"] == "model card" else "default"
+        source = "card" if calibration["threshold_source"] in ("model card", "ensemble card") else "default"
         row = {"method": run["method"], "threshold": f"{calibration['threshold']:.3f} ({source})"}
         for level in CARD_THRESHOLD_LEVELS:
             result = run["conditions"][condition][level]
@@ -162,18 +163,25 @@ def write_results_json(path: Path, runs: Sequence[dict], meta: dict) -> Path:
 
 
 def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sample]) -> Path:
+    """One row per (method, condition, sample). With an ensemble, a ``p_fake_<member>`` column per member holds
+    each member's calibrated P(fake) on the ensemble's rows (their mean is the ensemble's score; its logit is
+    ``nan``, it has none), empty on other rows."""
+    member_names = list(dict.fromkeys(member.name for run in runs for member in run.members or []))
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "weights_sha256", "condition", "perturbation", "strength", "dataset", "media",
-                         "frame", "label", "manipulation", "sample", "score", "logit"])
+                         "frame", "label", "manipulation", "sample", "score", "logit",
+                         *(f"p_fake_{name}" for name in member_names)])
         for run in runs:
             for name, scores in run.scores.items():
                 perturbation, strength = run.conditions[name]
                 logits = run.logits.get(name, [float("nan")] * len(samples))
-                for sample, score, logit in zip(samples, scores, logits):
+                by_member = run.member_scores.get(name, {})
+                for index, (sample, score, logit) in enumerate(zip(samples, scores, logits)):
+                    members = [f"{by_member[m][index]:.6f}" if m in by_member else "" for m in member_names]
                     writer.writerow([run.method, run.weights.get("sha256") or "", name, perturbation, f"{strength:g}",
                                      sample.dataset, sample.video, sample.frame_index, sample.label,
-                                     sample.manipulation, sample.key, f"{score:.6f}", f"{logit:.6f}"])
+                                     sample.manipulation, sample.key, f"{score:.6f}", f"{logit:.6f}", *members])
     return path
 
 

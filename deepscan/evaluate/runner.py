@@ -17,6 +17,11 @@ with the detector's input size and architecture settings (see
 ``sample`` a hash of the face's cache entry (the media file's sha256 and extraction parameters), its index, and
 the framing: re-running with other metrics or more perturbations only scores what is new.
 
+The ensemble (``-m ensemble``, :func:`evaluate_ensemble`) is measured as a scan judges with it: per sample the
+mean of its members' calibrated P(fake), each member scoring the face at its own input size through its own
+cached logits (a member scored already, on disk or earlier in the run, is not scored again), rated at the
+ensemble card's threshold.
+
 Data of one class only (authentic footage, to measure false alarms) is evaluated too: the metrics that need both
 classes (AUC, AP, EER, TPR at FPR, balanced accuracy) are ``None`` and the rate of the class present at the card's
 threshold is still given.
@@ -27,7 +32,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -222,7 +227,9 @@ def logit_cache_key(weights_sha256: str | None, input_size: int, architecture: s
 
 
 class ScoreCache:
-    """Raw fake-logits on disk, keyed by (model, sample, perturbation, strength). ``path=None`` keeps nothing.
+    """Raw fake-logits, keyed by (model, sample, perturbation, strength): on disk, and in memory for this run.
+    ``path=None`` keeps them for this run only (what ``--no-score-cache`` gives): a logit scored once in a run is
+    never scored again in it, so that an ensemble and its members evaluated together score each face once.
 
     The table is ``logits``; a ``scores`` table left in the file by earlier versions (calibration-blind
     sigmoid scores) is never read.
@@ -230,6 +237,7 @@ class ScoreCache:
 
     def __init__(self, path: Path | None):
         self.connection = None
+        self.memory: dict[tuple[str, str, float], dict[str, float]] = {}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.connection = sqlite3.connect(str(path), timeout=30)
@@ -239,11 +247,15 @@ class ScoreCache:
             )
 
     def get(self, model: str | None, samples: Sequence[str], perturbation: str, strength: float) -> dict[str, float]:
-        if self.connection is None or model is None or not samples:
+        if model is None or not samples:
             return {}
-        found: dict[str, float] = {}
-        for start in range(0, len(samples), 500):  # SQLite caps the number of bound parameters
-            chunk = list(samples[start : start + 500])
+        remembered = self.memory.get((model, perturbation, float(strength)), {})
+        found = {key: remembered[key] for key in samples if key in remembered}
+        if self.connection is None:
+            return found
+        wanted = [key for key in samples if key not in found]
+        for start in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
+            chunk = wanted[start : start + 500]
             rows = self.connection.execute(
                 f"SELECT sample, logit FROM logits WHERE model = ? AND perturbation = ? AND strength = ?"
                 f" AND sample IN ({','.join('?' * len(chunk))})",
@@ -253,7 +265,11 @@ class ScoreCache:
         return found
 
     def put(self, model: str | None, logits: dict[str, float], perturbation: str, strength: float) -> None:
-        if self.connection is None or model is None or not logits:
+        if model is None or not logits:
+            return
+        self.memory.setdefault((model, perturbation, float(strength)), {}).update(
+            (key, float(value)) for key, value in logits.items())
+        if self.connection is None:
             return
         with self.connection:
             self.connection.executemany(
@@ -395,6 +411,28 @@ def threshold_source(calibration: Calibration) -> str:
     return "model card" if calibration.calibrated else "default (no calibration in the model card)"
 
 
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One member of the ensemble as evaluation scores it: its detector (at its own input size), its weights'
+    calibration, its logit cache key (:func:`logit_cache_key`) and its weights' custody for results.json."""
+
+    name: str
+    detector: object
+    calibration: Calibration
+    cache_key: str | None
+    weights: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnsembleThreshold:
+    """The ensemble's verdict threshold on the mean calibrated P(fake), as the scan takes it
+    (:func:`deepscan.ensemble.plan_ensemble`): the ensemble card's, or the default 0.5 without a card."""
+
+    threshold: float
+    source: str  # "ensemble card" or "default"
+    rule: str = ""
+
+
 @dataclass
 class MethodRun:
     """Everything evaluated for one method: per condition, its scores and metrics."""
@@ -402,11 +440,34 @@ class MethodRun:
     method: str
     weights: dict
     thresholds: dict[str, float] | None
+    # The weights' calibration; for the ensemble only its threshold counts (the members calibrate themselves).
     calibration: Calibration = field(default_factory=Calibration)
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-sample calibrated P(fake)
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-sample raw fake-logits
     results: dict[str, dict] = field(default_factory=dict)  # condition name -> level metrics
     conditions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # The ensemble only: its members and threshold, and per condition each member's calibrated P(fake) per sample.
+    members: list[EnsembleMember] | None = None
+    ensemble_threshold: EnsembleThreshold | None = None
+    member_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def calibration_summary(self) -> dict:
+        levels = {
+            "threshold_levels": list(CARD_THRESHOLD_LEVELS),
+            "threshold_level_meaning": {level: CARD_THRESHOLD_LEVEL_MEANING[level] for level in CARD_THRESHOLD_LEVELS},
+        }
+        if self.members is None:
+            return {**self.calibration.as_dict(), "threshold_source": threshold_source(self.calibration), **levels}
+        chosen = self.ensemble_threshold
+        return {
+            "method": "ensemble: mean of the members' calibrated P(fake), each member scoring its own input size",
+            "threshold": chosen.threshold,
+            "threshold_rule": chosen.rule,
+            "threshold_source": "ensemble card" if chosen.source == "ensemble card"
+                                else "default (no ensemble card)",
+            **levels,
+            "members": {member.name: member.calibration.as_dict() for member in self.members},
+        }
 
     def to_dict(self) -> dict:
         clean_auc = {level: self.results["clean"][level]["auc"] for level in LEVELS}
@@ -425,13 +486,7 @@ class MethodRun:
         return {
             "method": self.method,
             "weights": self.weights,
-            "calibration": {
-                **self.calibration.as_dict(),
-                "threshold_source": threshold_source(self.calibration),
-                "threshold_levels": list(CARD_THRESHOLD_LEVELS),
-                "threshold_level_meaning": {level: CARD_THRESHOLD_LEVEL_MEANING[level]
-                                            for level in CARD_THRESHOLD_LEVELS},
-            },
+            "calibration": self.calibration_summary(),
             "thresholds": (
                 {"chosen_on": "val", "rule": "max balanced accuracy", **self.thresholds}
                 if self.thresholds
@@ -471,15 +526,82 @@ def evaluate_method(
         val_scores = calibration.probability(sample_logits(detector, model, val_samples, CLEAN, cache, **common))
         thresholds = thresholds_from_val(val_samples, val_scores)
     run = MethodRun(method=method, weights=weights, thresholds=thresholds, calibration=calibration)
-    for condition in [CLEAN, *[c for c in conditions if c != CLEAN]]:
+    for condition in _with_clean(conditions):
         name = condition_name(*condition)
         logits = sample_logits(detector, model, samples, condition, cache, **common)
-        scores = calibration.probability(logits)
-        run.conditions[name] = condition
         run.logits[name] = logits
-        run.scores[name] = scores
-        run.results[name] = level_metrics(
-            samples, scores, thresholds, bootstrap=bootstrap, seed=seed, by_manipulation=name == "clean",
-            card_threshold=calibration.threshold,
-        )
+        _measure(run, name, condition, samples, calibration.probability(logits), bootstrap, seed)
+    return run
+
+
+def _with_clean(conditions: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    return [CLEAN, *[c for c in conditions if c != CLEAN]]
+
+
+def _measure(run: MethodRun, name: str, condition: tuple[str, float], samples: Sequence[Sample], scores: np.ndarray,
+             bootstrap: int, seed: int) -> None:
+    run.conditions[name] = condition
+    run.scores[name] = scores
+    run.results[name] = level_metrics(
+        samples, scores, run.thresholds, bootstrap=bootstrap, seed=seed, by_manipulation=name == "clean",
+        card_threshold=run.calibration.threshold,
+    )
+
+
+def ensemble_probabilities(
+    members: Sequence[EnsembleMember],
+    samples: Sequence[Sample],
+    condition: tuple[str, float],
+    cache: ScoreCache,
+    *,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The ensemble's P(fake) per sample, as a scan's (``deepscan.scan.Scanner._flush``): the mean of every
+    member's calibrated P(fake), each member scoring the face framed at its own input size. Each member's raw
+    logits come through :func:`sample_logits` under its own cache key, so a member already scored (on disk, or
+    earlier in this run, alone or in the ensemble) is read, never scored again. Returns (mean, per member)."""
+    by_member = {
+        member.name: member.calibration.probability(
+            sample_logits(member.detector, member.cache_key, samples, condition, cache, batch_size=batch_size,
+                          on_batch=on_batch))
+        for member in members
+    }
+    return np.mean(np.stack(list(by_member.values())), axis=0), by_member
+
+
+def evaluate_ensemble(
+    members: Sequence[EnsembleMember],
+    threshold: EnsembleThreshold,
+    weights: dict,
+    samples: Sequence[Sample],
+    conditions: Iterable[tuple[str, float]],
+    cache: ScoreCache,
+    *,
+    method: str = "ensemble",
+    val_samples: Sequence[Sample] | None = None,
+    batch_size: int = 16,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> MethodRun:
+    """The ensemble measured as a scan judges with it: per sample the mean of its members' calibrated P(fake)
+    (:func:`ensemble_probabilities`), rated at the ensemble's threshold (``threshold``: the ensemble card's, or
+    0.5), every metric, level and perturbation as for one method."""
+    if not members:
+        raise EvaluationError("the ensemble has no member to evaluate")
+    common = dict(batch_size=batch_size, on_batch=on_batch)
+    thresholds = None
+    if val_samples:
+        val_scores, _ = ensemble_probabilities(members, val_samples, CLEAN, cache, **common)
+        thresholds = thresholds_from_val(val_samples, val_scores)
+    run = MethodRun(method=method, weights=weights, thresholds=thresholds,
+                    calibration=Calibration(threshold=threshold.threshold, threshold_rule=threshold.rule),
+                    members=[replace(member, detector=None) for member in members],  # not the networks
+                    ensemble_threshold=threshold)
+    for condition in _with_clean(conditions):
+        name = condition_name(*condition)
+        scores, by_member = ensemble_probabilities(members, samples, condition, cache, **common)
+        run.member_scores[name] = by_member
+        _measure(run, name, condition, samples, scores, bootstrap, seed)
     return run

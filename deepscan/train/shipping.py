@@ -1,7 +1,7 @@
 """From a finished training run to shipped weights: fp16 safetensors, calibration, reliable range, model card.
 
     python -m deepscan.train.shipping ship RUN_DIR RECIPE [--into weights]
-    python -m deepscan.train.shipping evaluate NAME
+    python -m deepscan.train.shipping evaluate NAME        (NAME: a shipped detector, or ensemble)
     python -m deepscan.train.shipping ensemble
 
 1. the run's selected weights are written as fp16 safetensors (half the size; the scanner computes in float32);
@@ -258,11 +258,27 @@ def add_metrics(card_path: Path, key: str, results: Path, command: list[str]) ->
 
 
 def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[str] | None = None) -> None:
-    """Run the evaluation plan for shipped detector ``name`` and record every result in its card."""
+    """Run the evaluation plan for shipped detector ``name`` and record every result in its card.
+
+    ``name`` ``ensemble``: the plan for the ensemble as a scan forms it (``-m ensemble``: the members and threshold
+    of ``ensemble.card.json``, each member's own shipped weights), recorded under the ensemble card's
+    ``metrics``. The ensemble takes no ``--weights``, so ``into`` must be the shipped weights folder deepscan
+    loads; its card has no markdown half."""
     import subprocess
     import sys
 
-    card_path = into / f"{name}.card.json"
+    from deepscan.ensemble import ENSEMBLE, ENSEMBLE_CARD
+
+    ensemble = name == ENSEMBLE
+    card_path = into / (ENSEMBLE_CARD if ensemble else f"{name}.card.json")
+    if ensemble:
+        from deepscan.weights import shipped_weights_dir
+
+        if into.resolve() != shipped_weights_dir().resolve():
+            raise SystemExit(f"{into}: the ensemble is evaluated from the shipped weights deepscan loads "
+                             f"({shipped_weights_dir()}); pass that folder as --into")
+        if not card_path.is_file():
+            raise SystemExit(f"{card_path}: no ensemble card (python -m deepscan.train.shipping ensemble)")
     for key, (files, options) in EVALUATION_PLAN.items():
         if only and key not in only:
             continue
@@ -270,12 +286,13 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         if not all(Path(path).is_file() for path in data):
             print(f"skipping {key}: {', '.join(data)} missing (python -m deepscan.train.protocol)")
             continue
-        weights = str(into / f"{name}.safetensors")
-        command = ["deepscan", "evaluate", *data, "-m", name, "--weights", weights, "--out", str(out / name / key), *options]
+        chosen = ["-m", name] if ensemble else ["-m", name, "--weights", str(into / f"{name}.safetensors")]
+        command = ["deepscan", "evaluate", *data, *chosen, "--out", str(out / name / key), *options]
         print("$", shlex.join(command), flush=True)
         subprocess.run([sys.executable, "-m", *command], check=True)  # the same deepscan as this process
         add_metrics(card_path, key, out / name / key / "results.json", command)
-        write_markdown(card_path)
+        if not ensemble:
+            write_markdown(card_path)
 
 
 def card_markdown(card: dict) -> str:
@@ -385,7 +402,7 @@ def main() -> None:
     ship_parser.add_argument("recipe", type=Path, help="the recipe it was trained with (its validation split calibrates)")
     ship_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
     evaluate_parser = commands.add_parser("evaluate", help="run the evaluation plan and record it in the card")
-    evaluate_parser.add_argument("name", help="shipped detector")
+    evaluate_parser.add_argument("name", help="shipped detector, or 'ensemble' (recorded in ensemble.card.json)")
     evaluate_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
     evaluate_parser.add_argument("--splits", type=Path, default=Path("local/splits"), help="the protocol's split CSVs")
     evaluate_parser.add_argument("--out", type=Path, default=Path("local/eval"), help="evaluation outputs")
