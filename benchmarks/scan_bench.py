@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepscan.detectors import create_detector
 from deepscan.media.faces import FaceDetector
 from deepscan.media.synthetic import moving_portrait_clip
 from deepscan.media.video import iter_frames, probe_video
-from deepscan.registry import create_detector
 from deepscan.scan import Scanner, ScanOptions
 
 

@@ -226,8 +226,8 @@ def _run_scan(
 def _judge_for(options):
     """The scan's judge (one calibrated detector, or the ensemble), its config and weights for the report."""
     from deepscan.calibration import CalibrationError
+    from deepscan.detectors import UnknownDetectorError
     from deepscan.ensemble import ENSEMBLE, EnsembleConfig, EnsembleError, EnsembleWeights, plan_ensemble
-    from deepscan.registry import UnknownDetectorError
     from deepscan.scan import Judge
     from deepscan.weights import WeightsError, build_detector
 
@@ -484,7 +484,7 @@ def _require_video(path: Path) -> None:
 def _load_detector_for(method: str, weights: str | None, device: str):
     import torch
 
-    from deepscan.registry import UnknownDetectorError
+    from deepscan.detectors import UnknownDetectorError
     from deepscan.scan import select_device
     from deepscan.weights import WeightsError, build_detector
 
@@ -761,8 +761,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     """List the registered detectors (and the ensemble): paper, input size, parameters, where trained weights are."""
     import torch
 
+    from deepscan.detectors import create_detector, get_config, list_detectors
     from deepscan.ensemble import ENSEMBLE, ENSEMBLE_PAPER, likely_members
-    from deepscan.registry import create_detector, get_config, list_detectors
     from deepscan.weights import WEIGHTS_AT_HAND, shipped_build, weights_status
 
     rows = []

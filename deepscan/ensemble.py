@@ -91,7 +91,7 @@ def ensemble_card() -> EnsembleCard | None:
 
 
 def _candidates(card: EnsembleCard | None) -> list[str]:
-    from deepscan.registry import UnknownDetectorError, get_config, list_detectors
+    from deepscan.detectors import UnknownDetectorError, get_config, list_detectors
 
     if card is None or card.members is None:
         return list_detectors()
@@ -105,7 +105,7 @@ def _candidates(card: EnsembleCard | None) -> list[str]:
 
 def plan_ensemble() -> EnsemblePlan:
     """Which detectors the ensemble uses, with their weights, and its threshold."""
-    from deepscan.registry import get_config
+    from deepscan.detectors import get_config
 
     card = ensemble_card()
     members, skipped = [], []

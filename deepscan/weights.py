@@ -470,7 +470,7 @@ def build_detector(
     input size needs no flag. Those settings come from strangers: kwargs that would load other weights
     (``pretrained``, paths) are refused, and anything that goes wrong building the detector from them is a
     one-line WeightsError."""
-    from deepscan.registry import create_detector, get_config
+    from deepscan.detectors import create_detector, get_config
 
     if resolved is None:
         resolved = resolve_detector_weights(get_config(method), spec)

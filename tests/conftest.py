@@ -62,7 +62,7 @@ class _Shipped:
     def weights(self, name: str, logit: float, folder: Path | None = None, dtype=None) -> Path:
         import torch
 
-        from deepscan.registry import create_detector
+        from deepscan.detectors import create_detector
         from deepscan.weights import save_weights
 
         detector = create_detector(name)
@@ -115,7 +115,8 @@ def shipped(tmp_path_factory, monkeypatch) -> _Shipped:
     """Tiny detectors registered for this test only, and an empty stand-in for the shipped weights folder."""
     import torch
 
-    from deepscan import registry, weights
+    from deepscan import weights
+    from deepscan.detectors import registry
     from deepscan.detectors.base import Detector, DetectorConfig
 
     class Tiny(Detector):

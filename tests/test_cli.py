@@ -136,7 +136,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, portrait_jpg):
 
 
 def test_models_lists_every_detector_as_json():
-    from deepscan.registry import list_detectors
+    from deepscan.detectors import list_detectors
     from deepscan.weights import shipped_checksums
 
     result = run("models", "--json")

@@ -116,7 +116,7 @@ def face_folder(tmp_path_factory):
 
 def ship_brightness(shipped, name: str, weight: float, bias: float, **sections):
     """``name``'s logit is ``weight * (R + G + B mean) + bias``: it depends on the face and its crop size."""
-    from deepscan.registry import create_detector
+    from deepscan.detectors import create_detector
     from deepscan.weights import save_weights
 
     detector = create_detector(name)

@@ -149,7 +149,7 @@ def face_folder(tmp_path_factory):
 def test_evaluate_command_two_methods_with_perturbation(tmp_path, face_folder):
     import torch
 
-    from deepscan.registry import create_detector
+    from deepscan.detectors import create_detector
     from deepscan.weights import save_weights
 
     torch.manual_seed(0)

@@ -30,8 +30,8 @@ from deepscan.explain import (
     save_explanation,
     suspicious_faces,
 )
+from deepscan.detectors import create_detector, list_detectors
 from deepscan.media.faces import Face, FaceDetector, crop_face, face_square
-from deepscan.registry import create_detector, list_detectors
 
 SIZE = 64
 # Heavy detectors at test size; every other registered detector is built with its defaults and runs at SIZE.
@@ -454,7 +454,8 @@ class _TinyCam(Detector):
 
 def test_cli_explain_prints_the_calibrated_probability_the_scan_records(tmp_path, monkeypatch, portrait_image,
                                                                         calibration_card):
-    from deepscan import registry, weights
+    from deepscan import weights
+    from deepscan.detectors import registry
     from deepscan.weights import save_weights, sha256_file
 
     registry.list_detectors()

@@ -1,12 +1,17 @@
+from pathlib import Path
+
 import pytest
 import torch
 
+from deepscan.detectors import create_detector
 from deepscan.detectors.faclue import (
     FrequencyAttention,
     FrequencyAttentionExtractor,
     RGBFrequencyComplementaryEnhancement,
 )
-from deepscan.registry import create_detector
+from deepscan.train.recipe import load_recipe
+
+RECIPE_YAML = Path(__file__).resolve().parents[1] / "recipes" / "faclue.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +106,12 @@ def test_rfce_channel_scale_softens_the_domain_competition_and_learns():
         torch.testing.assert_close(ours, theirs)
     sum(out.sum() for out in softened(rgb, freq)).backward()
     assert softened.channel_scale.grad is not None and softened.channel_scale.grad != 0
+
+
+def test_paper_recipe():
+    recipe = load_recipe(RECIPE_YAML)  # sec. 4.1
+    assert recipe.detector.kwargs == {"backbone": "efficientnet_b0", "pretrained": True}
+    optim = recipe.optim
+    assert (optim.name, optim.lr, optim.weight_decay, optim.momentum) == ("sgd", 1e-2, 1e-4, 0.9)
+    assert recipe.schedule.name == "cosine" and (recipe.input_size, recipe.batch_size) == (224, 32)
+    assert (recipe.augment.hflip, recipe.augment.vflip, recipe.data.face.margin) == (0.5, 0.5, 1.3)

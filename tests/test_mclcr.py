@@ -1,11 +1,15 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from deepscan.detectors.mclcr import PAPER_RECIPE, ShallowStyleRepresentation, supervised_contrastive_loss
-from deepscan.registry import create_detector, get_config
+from deepscan.detectors import create_detector, get_config
+from deepscan.detectors.mclcr import ShallowStyleRepresentation, supervised_contrastive_loss
+from deepscan.train.recipe import load_recipe
+
+RECIPE_YAML = Path(__file__).resolve().parents[1] / "recipes" / "mclcr.yaml"
 
 # Smaller faces where Table 1's sizes are not under test: the token-mixing MLP is sized by N = (S/16)^2.
 SMALL = 64
@@ -57,8 +61,10 @@ def test_registry_entry_matches_the_paper():
     config = get_config("mclcr")
     assert config.input_size == 256
     assert config.mean == config.std == (0.5, 0.5, 0.5)  # legacy_xception's ImageNet normalisation
-    assert PAPER_RECIPE["balanced_batches"] == {"n_real": 8, "n_fake": 8}
-    assert PAPER_RECIPE["loss"] == {"supcon_weight": 0.5, "temperature": 0.1}
+    recipe = load_recipe(RECIPE_YAML)  # sec. 4.1
+    assert recipe.sampler == "balanced" and recipe.batch_size == 16  # 8 real and 8 fake faces per batch
+    assert (recipe.detector.kwargs["supcon_weight"], recipe.detector.kwargs["temperature"]) == (0.5, 0.1)
+    assert recipe.input_size == config.input_size
 
 
 def test_table1_spatial_sizes(table1_sizes):

@@ -7,12 +7,15 @@ shared CPU.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.fft
 import scipy.ndimage
 import torch
 
+from deepscan.detectors import create_detector, list_detectors
 from deepscan.detectors.pel import (
     PEL,
     ChannelAttention,
@@ -24,7 +27,9 @@ from deepscan.detectors.pel import (
     median_filter2d,
     parse_denoiser,
 )
-from deepscan.registry import create_detector, list_detectors
+from deepscan.train.recipe import load_recipe
+
+RECIPE_YAML = Path(__file__).resolve().parents[1] / "recipes" / "pel.yaml"
 
 SMALL = "efficientnet_b0"
 
@@ -277,3 +282,11 @@ def test_registry_builds_pel_with_its_config():
     assert model.config.name == "pel"
     assert model.config.input_size == 224
     assert model.config.mean == (0.485, 0.456, 0.406)
+
+
+def test_paper_recipe():
+    recipe = load_recipe(RECIPE_YAML)  # sec. 4.1 (FF++; WildDeepfake trains at 224)
+    assert recipe.detector.kwargs == {"backbone": "efficientnet_b4", "pretrained": True}
+    optim = recipe.optim
+    assert (optim.name, optim.lr, optim.weight_decay) == ("adam", 2e-4, 1e-5)
+    assert (recipe.input_size, recipe.batch_size, recipe.data.face.frames_per_video) == (320, 32, 50)

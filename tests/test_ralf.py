@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pytest
 import torch
 
+from deepscan.detectors import create_detector, get_config
 from deepscan.detectors.ralf import (
-    PAPER_RECIPE,
     RALF,
     FrequencyDestructor,
     PerceptualNetworkError,
@@ -13,7 +15,10 @@ from deepscan.detectors.ralf import (
     weighted_frequency_l1,
 )
 from deepscan.frequency import dct2, idct2
-from deepscan.registry import create_detector, get_config
+from deepscan.train.recipe import load_recipe
+from deepscan.train.trainer import build_optimizer, group_optimizer_spec
+
+RECIPE_YAML = Path(__file__).resolve().parents[1] / "recipes" / "ralf.yaml"
 
 SIZE = 64
 # perceptual: random, drawn from a seed: the tests never need the ImageNet checkpoints of local/pretrained.
@@ -36,19 +41,24 @@ def detector():
 
 
 def make_optimizers(detector):
-    groups = detector.parameter_groups()
-    recipe = PAPER_RECIPE["optimizers"]
-    return {
-        "model": torch.optim.Adam(groups["model"], lr=recipe["model"]["lr"]),
-        "discriminator": torch.optim.Adam(
-            groups["discriminator"], lr=recipe["discriminator"]["lr"], betas=recipe["discriminator"]["betas"]
-        ),
-    }
+    """One optimiser per parameter group, built from recipes/ralf.yaml as the trainer builds them."""
+    recipe = load_recipe(RECIPE_YAML)
+    return {name: build_optimizer(params, group_optimizer_spec(recipe, name))
+            for name, params in detector.parameter_groups().items()}
 
 
 def test_config_matches_the_paper_setting():
     config = get_config("ralf")
     assert config.input_size == 256 and config.cam_target_layers
+
+
+def test_paper_recipe_has_two_adam_optimisers_and_balanced_batches():
+    recipe = load_recipe(RECIPE_YAML)  # sec. 4.3 and the authors' code
+    model, discriminator = (group_optimizer_spec(recipe, group) for group in ("model", "discriminator"))
+    assert (model.name, model.lr, model.betas) == ("adam", 1e-4, (0.9, 0.999))
+    assert (discriminator.name, discriminator.lr, discriminator.betas) == ("adam", 2e-4, (0.5, 0.999))
+    assert recipe.input_size == 256 and recipe.sampler == "balanced"
+    assert recipe.augment.hflip == 0.5 and recipe.augment.vflip == 0 and recipe.augment.rotation == 0
 
 
 def test_every_intermediate_has_its_shape(detector):

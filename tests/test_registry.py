@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from deepscan.detectors import UnknownDetectorError, create_detector, get_config, list_detectors
 from deepscan.detectors.base import Detector
-from deepscan.registry import UnknownDetectorError, create_detector, get_config, list_detectors
 
 
 def test_every_registered_detector_has_a_complete_config():

@@ -18,8 +18,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deepscan.cli import app
+from deepscan.detectors import get_config
 from deepscan.explain import suspicious_faces
-from deepscan.registry import get_config
 from deepscan.report.html import make_figures, render_html
 from deepscan.report.json_report import build_report
 from deepscan.report.plots import timeline_figure

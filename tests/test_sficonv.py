@@ -1,10 +1,12 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from deepscan.detectors import create_detector, get_config
 from deepscan.detectors.sficonv import (
-    PAPER_RECIPE,
     MCSConv,
     SFIConvStage1,
     SFIConvStage2,
@@ -12,7 +14,9 @@ from deepscan.detectors.sficonv import (
     kernel_frequency_response,
     split_channels,
 )
-from deepscan.registry import create_detector, get_config
+from deepscan.train.recipe import load_recipe
+
+RECIPE_YAML = Path(__file__).resolve().parents[1] / "recipes" / "sficonv.yaml"
 
 SFIC_MODELS = ("sficonv", "sficonv_resnet50", "sficonv_vgg13")
 BASELINES = {"sficonv": "baseline_resnet26", "sficonv_resnet50": "baseline_resnet50", "sficonv_vgg13": "baseline_vgg13"}
@@ -245,10 +249,12 @@ def test_configs_carry_the_paper_defaults_and_kwargs_change_the_model():
 
 
 def test_paper_recipe():
-    assert PAPER_RECIPE["optimizer"] == {"name": "adam", "lr": 1e-4, "betas": (0.9, 0.999)}
-    assert PAPER_RECIPE["schedule"] == {"name": "step", "every_epochs": 1, "gamma": 0.5}
-    assert (PAPER_RECIPE["epochs"], PAPER_RECIPE["batch_size"], PAPER_RECIPE["input_size"], PAPER_RECIPE["seed"]) == (
-        20, 64, 256, 7)
+    recipe = load_recipe(RECIPE_YAML)  # sec. IV-A-3
+    assert recipe.detector.name == "sficonv" and recipe.detector.kwargs == {"alpha": 0.5, "beta": 1.0}
+    assert (recipe.optim.name, recipe.optim.lr, recipe.optim.betas) == ("adam", 1e-4, (0.9, 0.999))
+    assert (recipe.schedule.name, recipe.schedule.step_epochs, recipe.schedule.gamma) == ("step", 1, 0.5)
+    assert (recipe.epochs, recipe.batch_size, recipe.input_size, recipe.seed) == (20, 64, 256, 7)
+    assert recipe.augment.hflip > 0 and recipe.augment.rotation > 0
 
 
 def test_frequency_views_show_the_mcsconv_traces_and_kernel_spectra():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from deepscan.calibration import Calibration
+from deepscan.detectors import get_config
 from deepscan.media.faces import FaceDetector, crop_face
 from deepscan.media.synthetic import portrait
 from deepscan.model_card import CalibrationSection, read_model_card
-from deepscan.registry import get_config
 from deepscan.scan import face_logits
 from deepscan.weights import build_detector, resolve_detector_weights, sha256_file, shipped_checksums, shipped_weights_dir
 

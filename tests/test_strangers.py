@@ -92,7 +92,7 @@ def test_weights_of_another_detector_are_named_in_one_line(tmp_path, face_png):
 
 
 def test_weights_of_another_shape_name_the_tensor_and_both_shapes(tmp_path, face_png):
-    from deepscan.registry import create_detector
+    from deepscan.detectors import create_detector
 
     state = {name: tensor.contiguous() for name, tensor in create_detector("faclue").state_dict().items()}
     wanted = list(state["head.weight"].shape)

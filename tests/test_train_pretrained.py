@@ -10,7 +10,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from deepscan.registry import create_detector
+from deepscan.detectors import create_detector
 from deepscan.train.pretrained import PretrainedError, apply_pretrained, read_checkpoint
 from deepscan.train.recipe import PretrainedSpec
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deepscan.cli import app
-from deepscan.registry import list_detectors
+from deepscan.detectors import list_detectors
 from deepscan.train.recipe import RecipeError, load_recipe, recipe_hash
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))

@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from deepscan.cli import app
+from deepscan.detectors import create_detector, list_detectors
 from deepscan.media.synthetic import portrait, second_portrait
-from deepscan.registry import create_detector, list_detectors
 from deepscan.train.recipe import load_recipe
 from deepscan.train.trainer import TrainingInterrupted, TrainOptions, train
 from deepscan.weights import build_detector, load_weights, resolve_weights

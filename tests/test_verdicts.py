@@ -98,7 +98,7 @@ def test_member_agreement_counts_members_whose_own_label_is_the_ensembles():
 
 
 def test_ensemble_members_are_scored_on_the_same_faces_as_the_track(shipped):
-    from deepscan.registry import create_detector
+    from deepscan.detectors import create_detector
     from deepscan.reliability import ReliableRange
     from deepscan.scan import FaceResult, Judge, Member, Scanner
 

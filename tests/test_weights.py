@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from deepscan.registry import create_detector
+from deepscan.detectors import create_detector
 from deepscan.weights import WeightsError, load_weights, resolve_weights, save_weights, shipped_checksums
 
 
@@ -218,8 +218,8 @@ def test_hub_weights_named_by_the_shipped_card_come_from_the_cache_offline(tmp_p
     resolved = resolve_weights("tiny_a.safetensors")
     assert resolved.source == "hub" and resolved.path.name == "tiny_a.safetensors"
     assert resolved.card_path == shipped.folder / "tiny_a.card.json" and resolved.calibration.threshold == 0.7
+    from deepscan.detectors import get_config
     from deepscan.weights import weights_status
-    from deepscan.registry import get_config
 
     assert weights_status(get_config("tiny_a")) == "cached"
 
@@ -240,8 +240,8 @@ def test_offline_with_nothing_found_says_what_to_do(tmp_path, monkeypatch, shipp
     message = str(raised.value)
     assert "\n" not in message and "offline" in message
     assert "pass --weights FILE" in message and "go online" in message and "deepscan train" in message
+    from deepscan.detectors import get_config
     from deepscan.weights import weights_status
-    from deepscan.registry import get_config
 
     assert weights_status(get_config("tiny_a")) == "on the hub"
 

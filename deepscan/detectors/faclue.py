@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from deepscan.detectors.base import Detector, DetectorConfig, FrequencyView
 from deepscan.detectors.layers import SpatialAttention
+from deepscan.detectors.registry import register_detector
 from deepscan.frequency import (
     block_dct2,
     block_idct2,
@@ -43,17 +44,8 @@ from deepscan.frequency import (
     rgb_to_ycbcr,
     to_patches,
 )
-from deepscan.registry import register_detector
 
-# Sec. 4.1 of the paper: what the full-scale recipe uses.
-PAPER_RECIPE = {
-    "input_size": 224,
-    "optimizer": {"name": "sgd", "lr": 1e-2, "weight_decay": 1e-4, "momentum": 0.9},
-    "schedule": "cosine",
-    "batch_size": 32,
-    "augment": ["hflip", "vflip"],
-    "face_margin": 1.3,
-}
+# The paper's training settings (sec. 4.1) are recipes/faclue.yaml, read by deepscan.train.recipe.
 
 
 class FrequencyAttention(SpatialAttention):

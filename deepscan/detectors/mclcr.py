@@ -55,22 +55,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepscan.detectors.base import Detector, DetectorConfig, FrequencyView, LossOutput
+from deepscan.detectors.registry import register_detector
 from deepscan.frequency import from_patches, patch_fft2, rgb_to_gray
-from deepscan.registry import register_detector
 
-# Sec. 4.1 of the paper: the full-scale training recipe (FF++, dlib-aligned faces, 30 frames per video).
-PAPER_RECIPE = {
-    "input_size": 256,
-    "pretrained_backbone": True,
-    "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
-    "schedule": {"name": "reduce_on_plateau", "monitor": "val_loss", "factor": 0.5, "patience": 5},
-    "epochs": 50,
-    "batch_size": 16,
-    "balanced_batches": {"n_real": 8, "n_fake": 8},
-    "loss": {"supcon_weight": 0.5, "temperature": 0.1},
-    "dropout": 0.5,
-    "frames_per_video": 30,
-}
+# The paper's training settings (sec. 4.1: FF++, 30 frames per video, 8 real + 8 fake faces per batch) are
+# recipes/mclcr.yaml, read by deepscan.train.recipe.
 
 
 def supervised_contrastive_loss(

@@ -53,20 +53,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepscan.detectors.base import Detector, DetectorConfig, FrequencyView
+from deepscan.detectors.registry import register_detector
 from deepscan.frequency import rgb_to_ycbcr, sliding_dct2
-from deepscan.registry import register_detector
 
-# Sec. 4.1 of the paper: what the full-scale recipe uses. The paper trains FF++ at 320 and WildDeepfake at 224.
-PAPER_RECIPE = {
-    "input_size": 320,
-    "input_size_wilddeepfake": 224,
-    "optimizer": {"name": "adam", "lr": 2e-4, "weight_decay": 1e-5},
-    "batch_size": 32,
-    "frames_per_video": 50,
-    "face_detector": "DSFD",
-    "pretrained_backbone": "efficientnet_b4 (ImageNet)",
-    "sliding_window_stride": 2,
-}
+# The paper's training settings (sec. 4.1: 320 px on FF++, 224 on WildDeepfake; 50 frames per video) are
+# recipes/pel.yaml, read by deepscan.train.recipe.
 
 DCT_WINDOW = 8
 DCT_STRIDE = 2

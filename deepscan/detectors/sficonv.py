@@ -49,20 +49,11 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from deepscan.detectors.base import Detector, DetectorConfig, FrequencyView
+from deepscan.detectors.registry import register_detector
 from deepscan.frequency import log_magnitude
-from deepscan.registry import register_detector
 
-# Sec. IV-A-3 of the paper: what the full-scale recipe uses. The rotation range is not given.
-PAPER_RECIPE = {
-    "input_size": 256,
-    "pretrained": False,
-    "optimizer": {"name": "adam", "lr": 1e-4, "betas": (0.9, 0.999)},
-    "schedule": {"name": "step", "every_epochs": 1, "gamma": 0.5},
-    "epochs": 20,
-    "batch_size": 64,
-    "seed": 7,
-    "augment": ["hflip", "rotation"],
-}
+# The paper's training settings (sec. IV-A-3; the rotation range is not given) are recipes/sficonv.yaml,
+# read by deepscan.train.recipe.
 
 CONSTRAINED_KERNEL_SIZE = 5
 Pair = tuple[torch.Tensor, torch.Tensor]

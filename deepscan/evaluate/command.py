@@ -50,8 +50,8 @@ ENSEMBLE_WEIGHTS_ERROR = ("--weights picks one detector's weights; the ensemble 
 def _detectors(options: EvaluateOptions):
     """(method, config, resolved weights) per method, and for the ensemble (method, None, its plan: members and
     threshold, as the scan forms it); every error found before any heavy work starts."""
+    from deepscan.detectors import UnknownDetectorError, get_config
     from deepscan.ensemble import ENSEMBLE, EnsembleError, plan_ensemble
-    from deepscan.registry import UnknownDetectorError, get_config
     from deepscan.weights import WeightsError, resolve_detector_weights
 
     if len(set(options.methods)) != len(options.methods):
@@ -82,7 +82,7 @@ def _detectors(options: EvaluateOptions):
 
 
 def _extraction_input_size() -> int:
-    from deepscan.registry import get_config, list_detectors
+    from deepscan.detectors import get_config, list_detectors
 
     # One face cache for every method (the largest input any detector takes), so that a sample, and its
     # cached scores, are the same whichever methods are evaluated together.

@@ -56,7 +56,7 @@ def to_fp16_safetensors(source: Path, target: Path) -> None:
 def validation_faces(recipe_path: Path, input_size: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """The recipe's validation faces as the trainer validates on them: uint8 crops at the input size (or at
     ``input_size``), labels, and a description of where they come from."""
-    from deepscan.registry import get_config
+    from deepscan.detectors import get_config
     from deepscan.train.distributed import init_distributed
     from deepscan.train.recipe import load_recipe, with_changes
     from deepscan.train.trainer import Trainer, TrainOptions

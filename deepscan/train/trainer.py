@@ -121,7 +121,7 @@ def architecture_kwargs(kwargs: dict) -> dict:
 
 def build_detector(recipe: Recipe) -> tuple[torch.nn.Module, dict]:
     """The detector with its starting weights: random, pretrained trunk(s), then ``init`` (whole detector)."""
-    from deepscan.registry import UnknownDetectorError, create_detector, get_config
+    from deepscan.detectors import UnknownDetectorError, create_detector, get_config
     from deepscan.train.pretrained import apply_pretrained
     from deepscan.weights import WeightsError, load_weights, resolve_weights
 
@@ -417,7 +417,7 @@ class Trainer:
             self.warn_once("no-val", "no validation faces: the last epoch's weights are kept (no best-model selection)")
 
     def setup_model(self) -> None:
-        from deepscan.registry import get_config
+        from deepscan.detectors import get_config
 
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every process
         self.detector, self.start = build_detector(self.recipe)  # first: it names an unknown detector in one line
@@ -709,7 +709,7 @@ class Trainer:
     def run(self) -> TrainResult:
         started_at = datetime.now(timezone.utc)
         if self.options.prepare_only:
-            from deepscan.registry import UnknownDetectorError, get_config
+            from deepscan.detectors import UnknownDetectorError, get_config
 
             try:
                 self.detector_config = get_config(self.recipe.detector.name)

@@ -5,19 +5,18 @@
         return FAClue(**kwargs)
 
 ``create_detector("faclue")`` builds it; keyword arguments override the entrypoint's defaults.
-Registration happens when ``deepscan.detectors`` is imported, which the functions here do on demand
-so that importing this module stays cheap.
+Entrypoints register when their modules are imported: ``deepscan/detectors/__init__.py`` imports this module,
+then every detector module, so importing ``deepscan.detectors`` (or anything inside it) registers them all.
+This module imports no detector, so there is no import cycle.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:
-    from deepscan.detectors.base import Detector, DetectorConfig
+from deepscan.detectors.base import Detector, DetectorConfig
 
-_ENTRYPOINTS: dict[str, tuple[Callable[..., "Detector"], "DetectorConfig"]] = {}
+_ENTRYPOINTS: dict[str, tuple[Callable[..., Detector], DetectorConfig]] = {}
 
 
 class UnknownDetectorError(KeyError):
@@ -25,8 +24,8 @@ class UnknownDetectorError(KeyError):
         return self.args[0]
 
 
-def register_detector(config: "DetectorConfig") -> Callable:
-    def decorate(entrypoint: Callable[..., "Detector"]) -> Callable[..., "Detector"]:
+def register_detector(config: DetectorConfig) -> Callable:
+    def decorate(entrypoint: Callable[..., Detector]) -> Callable[..., Detector]:
         if config.name in _ENTRYPOINTS:
             raise ValueError(f"detector {config.name!r} is registered twice")
         _ENTRYPOINTS[config.name] = (entrypoint, config)
@@ -35,24 +34,18 @@ def register_detector(config: "DetectorConfig") -> Callable:
     return decorate
 
 
-def _load_builtin_detectors() -> None:
-    importlib.import_module("deepscan.detectors")
-
-
 def list_detectors() -> list[str]:
-    _load_builtin_detectors()
     return sorted(_ENTRYPOINTS)
 
 
-def get_config(name: str) -> "DetectorConfig":
-    _load_builtin_detectors()
+def get_config(name: str) -> DetectorConfig:
     if name not in _ENTRYPOINTS:
         known = ", ".join(sorted(_ENTRYPOINTS))
         raise UnknownDetectorError(f"unknown detector {name!r} (known: {known})")
     return _ENTRYPOINTS[name][1]
 
 
-def create_detector(name: str, **kwargs) -> "Detector":
+def create_detector(name: str, **kwargs) -> Detector:
     """Build a registered detector with random (or backbone-pretrained) weights."""
     config = get_config(name)
     entrypoint, _ = _ENTRYPOINTS[name]
