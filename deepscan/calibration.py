@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from deepscan.errors import DeepscanError
+
 if TYPE_CHECKING:
     from deepscan.model_card import CalibrationSection
 
@@ -39,7 +41,7 @@ PLATT_C = 1e6
 CHECK_TOLERANCE = 1e-6
 
 
-class CalibrationError(ValueError):
+class CalibrationError(DeepscanError, ValueError):
     """Calibration that cannot be fitted or trusted; the message is one line for the user."""
 
 

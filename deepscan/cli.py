@@ -1,6 +1,8 @@
 """The command line: thin Typer commands over the library, rendered with rich.
 
-Heavy imports (torch, timm, mediapipe) happen inside the commands so that ``deepscan --help`` is quick.
+Heavy imports (torch, timm, mediapipe) happen inside the commands so that ``deepscan --help`` is quick. A problem
+the user can fix is a ``DeepscanError`` wherever it is raised: the commands let it through, and it ends here, in
+one place, as one line and its exit code (``deepscan.errors``).
 """
 
 from __future__ import annotations
@@ -16,26 +18,39 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
-app = typer.Typer(
-    name="deepscan",
-    help="Tell whether the faces in a video or image were forged, and show why.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
-)
+from deepscan.errors import EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeepscanError
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped
-
-EXIT_INCOMPLETE = 1  # some input could not be read in full
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+class _Commands(TyperGroup):
+    """Every command runs through here: a :class:`DeepscanError` from any of them ends as one line on stderr and
+    the error's exit code (for ``main()``, ``python -m deepscan`` and a test's ``CliRunner`` alike)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DeepscanError as error:
+            fail(str(error), error.exit_code)
+
+
+app = typer.Typer(
+    name="deepscan",
+    help="Tell whether the faces in a video or image were forged, and show why.",
+    cls=_Commands,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
 
 
 VERDICT_STYLE = {
@@ -173,11 +188,7 @@ def _run_scan(
         write_s = written_at - start
 
     checkpoint(force=True)
-    try:
-        scanner = Scanner(None, options, judge=judge)
-    except ValueError as error:
-        fail(str(error))
-    with scanner, Progress(
+    with Scanner(None, options, judge=judge) as scanner, Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -225,22 +236,17 @@ def _run_scan(
 
 def _judge_for(options):
     """The scan's judge (one calibrated detector, or the ensemble), its config and weights for the report."""
-    from deepscan.calibration import CalibrationError
-    from deepscan.detectors import UnknownDetectorError
-    from deepscan.ensemble import ENSEMBLE, EnsembleConfig, EnsembleError, EnsembleWeights, plan_ensemble
+    from deepscan.ensemble import ENSEMBLE, EnsembleConfig, EnsembleWeights, plan_ensemble
     from deepscan.scan import Judge
-    from deepscan.weights import WeightsError, build_detector
+    from deepscan.weights import build_detector
 
-    try:
-        if options.method != ENSEMBLE:
-            detector, resolved = build_detector(options.method, options.weights)
-            return Judge.single(detector, resolved, options.threshold), detector.config, resolved
-        plan = plan_ensemble()
-        for line in plan.skipped:
-            err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
-        judge = Judge.ensemble(plan, options.threshold)
-    except (UnknownDetectorError, WeightsError, EnsembleError, CalibrationError) as error:
-        fail(str(error))
+    if options.method != ENSEMBLE:
+        detector, resolved = build_detector(options.method, options.weights)
+        return Judge.single(detector, resolved, options.threshold), detector.config, resolved
+    plan = plan_ensemble()
+    for line in plan.skipped:
+        err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
+    judge = Judge.ensemble(plan, options.threshold)
     err.print(f"ensemble of {', '.join(m.name for m in judge.members)}: mean calibrated P(fake), threshold "
               f"{judge.threshold:g} ({judge.threshold_source})", highlight=False)
     return judge, EnsembleConfig(), EnsembleWeights(len(judge.members))
@@ -412,7 +418,6 @@ def explain(
     """Show where, and in which frequencies, a detector sees a forgery: heat maps, spectra, the method's views."""
     from deepscan.explain import (
         CAM_METHODS,
-        ExplainError,
         check_report_paths,
         find_recent_report,
         load_report,
@@ -429,17 +434,14 @@ def explain(
     if input_path is not None and not input_path.is_file():
         fail(f"{input_path}: no such file")
     report, report_path, seconds = None, None, None
-    try:
-        if at is not None:
-            seconds = parse_timestamp(at)
-            _require_video(input_path)
-        if from_report is not None:
-            report, report_path = load_report(from_report), from_report
-        elif input_path is None:
-            report_path = find_recent_report(Path.cwd())
-            report = load_report(report_path) if report_path is not None else None
-    except ExplainError as error:
-        fail(str(error))
+    if at is not None:
+        seconds = parse_timestamp(at)
+        _require_video(input_path)
+    if from_report is not None:
+        report, report_path = load_report(from_report), from_report
+    elif input_path is None:
+        report_path = find_recent_report(Path.cwd())
+        report = load_report(report_path) if report_path is not None else None
     if report is not None and from_report is None and method is not None:
         scanned_with = report["custody"]["detector"]["name"]
         if scanned_with != method:
@@ -451,21 +453,14 @@ def explain(
             report = None
     if report is not None:
         method = method or report["custody"]["detector"]["name"]
-        try:
-            check_report_paths(report, report_path)  # a report may come from anyone: refused before any file is opened
-            if weights is None and method == report["custody"]["detector"]["name"]:
-                weights = report_weights(report, report_path)
-        except ExplainError as error:
-            fail(str(error))
+        check_report_paths(report, report_path)  # a report may come from anyone: refused before any file is opened
+        if weights is None and method == report["custody"]["detector"]["name"]:
+            weights = report_weights(report, report_path)
     method = method or "faclue"
     if method == "ensemble":
         fail("explain works on one detector: pass --method NAME (`deepscan models` lists the ensemble's members)")
-    try:
-        code = _run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path, reference or [],
-                            per_track, fps, device)
-    except ExplainError as error:
-        fail(str(error))
-    raise typer.Exit(code)
+    raise typer.Exit(_run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path,
+                                  reference or [], per_track, fps, device))
 
 
 def _require_video(path: Path) -> None:
@@ -484,16 +479,12 @@ def _require_video(path: Path) -> None:
 def _load_detector_for(method: str, weights: str | None, device: str):
     import torch
 
-    from deepscan.detectors import UnknownDetectorError
-    from deepscan.scan import select_device
-    from deepscan.weights import WeightsError, build_detector
+    from deepscan.runtime import select_device
+    from deepscan.weights import build_detector
 
-    try:
-        detector, resolved = build_detector(method, weights)
-        config = detector.config
-        target = torch.device(select_device(device))
-    except (UnknownDetectorError, WeightsError, ValueError) as error:
-        fail(str(error))
+    detector, resolved = build_detector(method, weights)
+    config = detector.config
+    target = torch.device(select_device(device))
     if not resolved.trained:
         err.print(
             f"[bold magenta]warning:[/] detector [bold]{config.name}[/] has no trained weights: its scores and heat "
@@ -740,7 +731,6 @@ def evaluate(
     """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, and false alarms and fakes
     caught at the model card's threshold, per frame and per video, on calibrated P(fake)."""
     from deepscan.evaluate.command import EvaluateOptions, run_evaluate
-    from deepscan.evaluate.runner import EvaluationError
 
     if compression not in {"raw", "c23", "c40"}:
         fail(f"unknown --compression {compression!r} (raw, c23 or c40)")
@@ -749,11 +739,7 @@ def evaluate(
         frames_per_video=frames_per_video, batch_size=batch_size, device=device, bootstrap=bootstrap, seed=seed,
         cache_dir=cache_dir, use_score_cache=score_cache, compression=compression,
     )
-    try:
-        code = run_evaluate(options, out, err)
-    except EvaluationError as error:
-        fail(str(error))
-    raise typer.Exit(code)
+    raise typer.Exit(run_evaluate(options, out, err))
 
 
 @app.command(epilog="Examples:\n\n  deepscan models\n\n  deepscan models --json")
@@ -840,4 +826,4 @@ def main() -> None:
         if os.environ.get("DEEPSCAN_DEBUG"):
             raise
         err.print(f"[bold red]internal error:[/] {type(error).__name__}: {error} (DEEPSCAN_DEBUG=1 for details)")
-        sys.exit(3)
+        sys.exit(EXIT_INTERNAL)

@@ -22,14 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deepscan.calibration import DEFAULT_THRESHOLD
+from deepscan.errors import DeepscanError
 from deepscan.model_card import EnsembleCard, ModelCardError, read_ensemble_card
+from deepscan.runtime import sha256_file
 from deepscan.weights import (
     WEIGHTS_AT_HAND,
     ResolvedWeights,
     WeightsError,
     WeightsUnavailableError,
     resolve_detector_weights,
-    sha256_file,
     what_to_do,
 )
 
@@ -38,7 +39,7 @@ ENSEMBLE_CARD = "ensemble.card.json"
 ENSEMBLE_PAPER = "mean of the calibrated P(fake) of every detector with trained weights (deepscan)"
 
 
-class EnsembleError(Exception):
+class EnsembleError(DeepscanError):
     """An ensemble that cannot be formed; the message is one line for the user."""
 
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from deepscan.calibration import Calibration
 from deepscan.detectors.base import Detector, FrequencyView
+from deepscan.errors import DeepscanError
 from deepscan.frequency import dct2, log_magnitude, rgb_to_ycbcr
 from deepscan.report.plots import Panel, SpectrumPanel
 
@@ -43,7 +44,7 @@ CAM_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiR
 REPORT_SCHEMA = "deepscan.scan-report"
 
 
-class ExplainError(Exception):
+class ExplainError(DeepscanError):
     """Something an explanation cannot be made from; the message is one line for the user."""
 
 
@@ -705,7 +706,7 @@ def report_weights(report: dict, report_path: Path) -> str | None:
 
 def verify_media(entry: dict, path: Path) -> None:
     """Chain of custody: the file must be the one that was scanned, byte for byte."""
-    from deepscan.weights import sha256_file
+    from deepscan.runtime import sha256_file
 
     if not path.is_file():
         raise ExplainError(f"{path}: the scanned file is no longer there")

@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from deepscan.errors import DeepscanError
+
 MODEL_CARD_SCHEMA = "deepscan.model-card"
 ENSEMBLE_CARD_SCHEMA = "deepscan.ensemble-card"
 CARD_SUFFIX = ".card.json"
@@ -30,7 +32,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
-class ModelCardError(ValueError):
+class ModelCardError(DeepscanError, ValueError):
     """A card that cannot be read; the message is one line for the user."""
 
 

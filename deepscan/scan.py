@@ -27,6 +27,7 @@ from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import iter_frames, probe_video
 from deepscan.reliability import ReliableRange, bits_per_pixel, face_sharpness, strictest
+from deepscan.runtime import select_device
 from deepscan.verdicts import (
     FileVerdict,
     TrackVerdict,
@@ -218,18 +219,6 @@ class Judge:
             "sharpness_input_size": max(self.crop_sizes),
             "members": [member.custody() for member in self.members],
         }
-
-
-def select_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but PyTorch sees no CUDA device")
-    if requested not in {"cpu", "cuda"}:
-        raise ValueError(f"unknown device {requested!r} (auto, cpu or cuda)")
-    return requested
 
 
 class Scanner:

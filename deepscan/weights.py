@@ -23,7 +23,6 @@ half precision (shipped weights are fp16, to halve the download) are cast to the
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import json
 from dataclasses import dataclass, replace
@@ -31,8 +30,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from deepscan.calibration import Calibration, CalibrationError
+from deepscan.errors import DeepscanError
 from deepscan.model_card import HubSource, ModelCard, ModelCardError, card_path_for, read_model_card
 from deepscan.reliability import ReliableRange
+from deepscan.runtime import atomic_write, sha256_file
 
 if TYPE_CHECKING:
     from deepscan.detectors.base import Detector, DetectorConfig
@@ -43,7 +44,7 @@ def what_to_do(repo_id: str | None = None) -> str:
     return f"pass --weights FILE, or go online to fetch them{where}, or train your own with `deepscan train`"
 
 
-class WeightsError(Exception):
+class WeightsError(DeepscanError):
     """A weights file that cannot be used; the message is one line for the user."""
 
 
@@ -92,14 +93,6 @@ class ResolvedWeights:
         if self.card is None:
             return None
         return {"path": str(self.card_path), "sha256": self.card_sha256}
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def shipped_weights_dir() -> Path:
@@ -500,13 +493,14 @@ def build_detector(
 def save_weights(
     detector: Detector, path: Path, metadata: dict[str, str] | None = None, *, inference_only: bool = True
 ) -> str:
-    """Write ``detector``'s state dict as safetensors (by default without training-only modules); returns its sha256."""
-    from safetensors.torch import save_file
+    """Write ``detector``'s state dict as safetensors (by default without training-only modules), atomically;
+    returns its sha256."""
+    from safetensors.torch import save
 
     state = {
         name: tensor.detach().contiguous().cpu()
         for name, tensor in detector.state_dict().items()
         if not (inference_only and detector.is_training_only(name))
     }
-    save_file(state, str(path), metadata={"detector": detector.config.name, **(metadata or {})})
+    atomic_write(path, save(state, metadata={"detector": detector.config.name, **(metadata or {})}))
     return sha256_file(path)

@@ -145,3 +145,18 @@ def test_frequency_views_are_finite_pictures_and_leave_the_detector_as_it_was(bu
         if image.ndim == 3 and image.shape[-1] == 3:  # a colour image
             assert image.min() >= 0.0 and image.max() <= 1.0, f"{name}.{key}: colours outside [0, 1]"
         assert view.title and view.description, f"{name}.{key} is not explained"
+
+
+def test_a_view_asked_for_during_training_leaves_the_batch_norm_statistics_alone(built):
+    """A view mid-training (a probe, a figure) must not train the detector: the network runs in eval mode for it,
+    and the detector is left in training mode, as it was found."""
+    name, detector = built
+    detector.train()
+    buffers = {key: value.clone() for key, value in detector.named_buffers()}
+    try:
+        detector.frequency_views(faces(1, seed=3))
+        assert detector.training, f"{name}: frequency_views left training mode"
+        for key, value in detector.named_buffers():
+            assert torch.equal(value, buffers[key]), f"{name}: a view in training mode changed the buffer {key}"
+    finally:
+        detector.eval()

@@ -135,22 +135,22 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted_we
 KILLED_WHILE_WRITING = """
 import os, signal, sys
 from pathlib import Path
-from deepscan.train.trainer import _atomic_write_bytes
+from deepscan.runtime import atomic_write
 
 path = Path(sys.argv[1])
-_atomic_write_bytes(path, lambda handle: handle.write(b"the checkpoint of epoch 1"))
+atomic_write(path, lambda handle: handle.write(b"the checkpoint of epoch 1"))
 
 def half_then_killed(handle):
     handle.write(b"the checkpoint of ep")
     handle.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
-_atomic_write_bytes(path, half_then_killed)
+atomic_write(path, half_then_killed)
 """
 
 
 def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole(tmp_path):
-    from deepscan.train.trainer import _atomic_write_bytes
+    from deepscan.runtime import atomic_write
 
     path = tmp_path / "checkpoint.pt"
     done = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path)], env=ENV, capture_output=True,
@@ -163,6 +163,6 @@ def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole(tmp_
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write_bytes(path, fails)
+        atomic_write(path, fails)
     assert path.read_bytes() == b"the checkpoint of epoch 1"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # the half-written temporary is gone too

@@ -13,8 +13,9 @@ more (several optimisers, constrained weights, extra losses) overrides the match
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -121,8 +122,20 @@ class Detector(nn.Module):
 
     @torch.no_grad()
     def frequency_views(self, x: torch.Tensor) -> dict[str, FrequencyView]:
-        """The method's own frequency views of one face ``(1, 3, S, S)``; none by default."""
+        """The method's own frequency views of one face ``(1, 3, S, S)``; none by default. A view that runs the
+        network runs it under :meth:`evaluating`."""
         return {}
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The detector in eval mode inside the block, then back in the mode it was in: a view asked for during
+        training must not move the batch-norm statistics (nor draw dropout)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     def count_parameters(self) -> int:
         """Parameters used at inference (training-only modules excluded)."""

@@ -207,7 +207,9 @@ class FAClue(Detector):
                 description="Low frequencies top-left, high frequencies bottom-right.",
             )
         }
-        for name, weights in self.fae.attention_maps(x).items():
+        with self.evaluating():  # the FA modules' batch norm must not move
+            maps = self.fae.attention_maps(x)
+        for name, weights in maps.items():
             perspective = "whole-face DCT" if name == "global" else f"{self.fae.patch_size}x{self.fae.patch_size} patch DCTs"
             views[f"fa_{name}"] = FrequencyView(
                 title=f"FA weights on the {perspective}",

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from deepscan.detectors.base import IMAGENET_MEAN, IMAGENET_STD, Detector, DetectorConfig, FrequencyView, LossOutput
 from deepscan.detectors.layers import SpatialAttention
 from deepscan.detectors.registry import register_detector
+from deepscan.errors import DeepscanError
 from deepscan.frequency import dct2, idct2, log_magnitude
 
 logger = logging.getLogger(__name__)
@@ -332,7 +333,7 @@ _PERCEPTUAL_TRUNKS = {"lite0": "efficientnet_lite0", "mobilenetv2": "mobilenetv2
 _PERCEPTUAL_TITLES = {"lite0": "EfficientNet-Lite0", "mobilenetv2": "MobileNetV2", "vgg19": "VGG19"}
 
 
-class PerceptualNetworkError(ValueError):
+class PerceptualNetworkError(DeepscanError, ValueError):
     """The perceptual network asked for cannot be built (its ImageNet weights are not there); one line."""
 
 
@@ -357,7 +358,7 @@ class FrozenPerceptualFeatures:
 
     def describe(self) -> dict:
         """What the model card records about the network of eq. 6."""
-        from deepscan.weights import sha256_file
+        from deepscan.runtime import sha256_file
 
         if self.source is None:
             return {"network": self.network, "weights": "random", "seed": self.seed}
@@ -748,7 +749,8 @@ class RALF(Detector):
     @torch.no_grad()
     def frequency_views(self, x: torch.Tensor) -> dict[str, FrequencyView]:
         """Views of one face ``(1, 3, S, S)``: spectra as (S, S) maps, images as (S, S, 3) floats in [0, 1]."""
-        run = self.run_all(x)
+        with self.evaluating():  # a view must not move the batch-norm statistics
+            run = self.run_all(x)
         mask = self.destructor.mask
 
         def as_rgb(image: torch.Tensor) -> np.ndarray:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Callable
 
 from deepscan.detectors.base import Detector, DetectorConfig
+from deepscan.errors import DeepscanError
 
 _ENTRYPOINTS: dict[str, tuple[Callable[..., Detector], DetectorConfig]] = {}
 
 
-class UnknownDetectorError(KeyError):
+class UnknownDetectorError(DeepscanError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.args[0]
 

@@ -474,13 +474,11 @@ class SFIConvDetector(BackboneDetector):
         mcsconv = self.mcsconv
         captured: list[torch.Tensor] = []
         hook = mcsconv.constrained.register_forward_hook(lambda module, inputs, output: captured.append(output))
-        was_training = self.training
         try:
-            self.eval()  # a view must not move the batch-norm statistics
-            self(x[:1])
+            with self.evaluating():  # a view must not move the batch-norm statistics
+                self(x[:1])
         finally:
             hook.remove()
-            self.train(was_training)
         traces = captured[0][0].abs()
         per_map_peak = traces.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
         energy = F.interpolate(traces.mean(0, keepdim=True)[None], size=x.shape[-2:], mode="bilinear",

@@ -30,16 +30,13 @@ class EvaluateOptions:
 
 
 def _conditions(specs: list[str]) -> list[tuple[str, float]]:
-    from deepscan.evaluate.perturb import PerturbationError, parse_perturb_spec
+    from deepscan.evaluate.perturb import parse_perturb_spec
 
     conditions: list[tuple[str, float]] = []
     for spec in specs:
-        try:
-            for condition in parse_perturb_spec(spec):
-                if condition not in conditions:
-                    conditions.append(condition)
-        except PerturbationError as error:
-            raise EvaluationError(str(error)) from None
+        for condition in parse_perturb_spec(spec):
+            if condition not in conditions:
+                conditions.append(condition)
     return conditions
 
 
@@ -50,9 +47,9 @@ ENSEMBLE_WEIGHTS_ERROR = ("--weights picks one detector's weights; the ensemble 
 def _detectors(options: EvaluateOptions):
     """(method, config, resolved weights) per method, and for the ensemble (method, None, its plan: members and
     threshold, as the scan forms it); every error found before any heavy work starts."""
-    from deepscan.detectors import UnknownDetectorError, get_config
-    from deepscan.ensemble import ENSEMBLE, EnsembleError, plan_ensemble
-    from deepscan.weights import WeightsError, resolve_detector_weights
+    from deepscan.detectors import get_config
+    from deepscan.ensemble import ENSEMBLE, plan_ensemble
+    from deepscan.weights import resolve_detector_weights
 
     if len(set(options.methods)) != len(options.methods):
         raise EvaluationError("each --method may be given once")
@@ -67,17 +64,10 @@ def _detectors(options: EvaluateOptions):
         if method == ENSEMBLE:
             if spec != "shipped":
                 raise EvaluationError(ENSEMBLE_WEIGHTS_ERROR)
-            try:
-                found.append((method, None, plan_ensemble()))
-            except EnsembleError as error:
-                raise EvaluationError(str(error)) from None
+            found.append((method, None, plan_ensemble()))
             continue
-        try:
-            config = get_config(method)
-            resolved = resolve_detector_weights(config, None if spec == "shipped" else spec)
-        except (UnknownDetectorError, WeightsError) as error:
-            raise EvaluationError(str(error)) from None
-        found.append((method, config, resolved))
+        config = get_config(method)
+        found.append((method, config, resolve_detector_weights(config, None if spec == "shipped" else spec)))
     return found
 
 
@@ -104,10 +94,11 @@ def _ensemble_members(plan, device: str):
     """The plan's members built as the scan builds them (``Judge.ensemble``), each on ``device``, with its
     calibration and logit cache key; the ensemble's custody for results.json; and its threshold."""
     from deepscan.calibration import CalibrationError
-    from deepscan.ensemble import ENSEMBLE_CARD, EnsembleError, ensemble_card
+    from deepscan.ensemble import ENSEMBLE_CARD, ensemble_card
     from deepscan.evaluate.runner import EnsembleMember, EnsembleThreshold, logit_cache_key
+    from deepscan.runtime import sha256_file
     from deepscan.scan import Judge
-    from deepscan.weights import WeightsError, sha256_file, shipped_weights_dir
+    from deepscan.weights import WeightsError, shipped_weights_dir
 
     try:
         judge = Judge.ensemble(plan)
@@ -127,10 +118,7 @@ def _ensemble_members(plan, device: str):
     custody, rule = None, "0.5 (no ensemble card)"
     if plan.threshold_source == "ensemble card":
         path = shipped_weights_dir() / ENSEMBLE_CARD
-        try:
-            rule = ensemble_card().calibration.threshold_rule or "as stated in the ensemble card"
-        except EnsembleError as error:
-            raise EvaluationError(str(error)) from None
+        rule = ensemble_card().calibration.threshold_rule or "as stated in the ensemble card"
         custody = {"path": str(path), "sha256": sha256_file(path)}
     weights = {
         "source": f"ensemble of {len(members)}", "path": None, "sha256": None, "trained": True,
@@ -166,27 +154,23 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
 
     from deepscan.ensemble import ENSEMBLE
     from deepscan.evaluate.report import tables, write_outputs
-    from deepscan.evaluate.runner import (ScoreCache, collect_samples, default_score_cache, evaluate_ensemble,
-                                          evaluate_method, logit_cache_key)
+    from deepscan.evaluate.runner import (ScoreCache, collect_samples, evaluate_ensemble, evaluate_method,
+                                          logit_cache_key)
+    from deepscan.runtime import face_cache_dir, score_cache_path, select_device
 
     conditions = _conditions(options.perturb)
     detectors = _detectors(options)
     for path in [*options.data, *options.val]:
         if not path.exists():
             raise EvaluationError(f"{path}: no such file or folder")
-    from deepscan.scan import select_device
-
-    try:
-        device = select_device(options.device)
-    except ValueError as error:
-        raise EvaluationError(str(error)) from None
+    device = select_device(options.device)
 
     def progress_bar() -> Progress:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True, disable=not err.is_terminal)
 
-    face_dir = options.cache_dir / "faces" if options.cache_dir else None
-    score_path = (options.cache_dir / "scores.sqlite" if options.cache_dir else default_score_cache())
+    face_dir = face_cache_dir(options.cache_dir)
+    score_path = score_cache_path(options.cache_dir)
     input_size = _extraction_input_size()
     with progress_bar() as progress:
         parts = {}
@@ -220,7 +204,7 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
     runs = []
     try:
         for method, config, resolved in detectors:
-            from deepscan.weights import WeightsError, build_detector
+            from deepscan.weights import build_detector
 
             if method == ENSEMBLE:
                 plan = resolved
@@ -243,12 +227,9 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
                     progress.remove_task(task)
                 continue
 
-            try:
-                detector, resolved = build_detector(method, resolved=resolved)
-                calibration = resolved.calibration
-                cache_key = logit_cache_key(resolved.sha256, detector.config.input_size, _architecture(resolved))
-            except WeightsError as error:
-                raise EvaluationError(str(error)) from None
+            detector, resolved = build_detector(method, resolved=resolved)
+            calibration = resolved.calibration
+            cache_key = logit_cache_key(resolved.sha256, detector.config.input_size, _architecture(resolved))
             if not resolved.trained:
                 err.print(f"[bold magenta]warning:[/] {method} has no trained weights: its scores are random and "
                           "its metrics mean nothing. Pass --weights.")

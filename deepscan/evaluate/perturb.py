@@ -28,6 +28,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from deepscan.errors import DeepscanError
+
 Perturb = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 
 
@@ -117,7 +119,7 @@ PERTURBATIONS: Mapping[str, Perturbation] = MappingProxyType(
 )
 
 
-class PerturbationError(ValueError):
+class PerturbationError(DeepscanError, ValueError):
     """A --perturb value that names no perturbation or gives a bad strength; one line for the user."""
 
 

@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from deepscan.calibration import Calibration
+from deepscan.errors import DeepscanError
 from deepscan.evaluate import metrics
 from deepscan.evaluate.perturb import apply_perturbation, condition_name
 
@@ -57,7 +58,7 @@ CARD_THRESHOLD_LEVEL_MEANING = {
 }
 
 
-class EvaluationError(ValueError):
+class EvaluationError(DeepscanError, ValueError):
     """Data or options that cannot be evaluated; one line for the user."""
 
 
@@ -205,12 +206,6 @@ def load_face(sample: Sample, input_size: int, margin: float = DEFAULT_MARGIN) -
 
 
 # --- the score cache -----------------------------------------------------------------------------------------
-
-
-def default_score_cache() -> Path:
-    from deepscan.train.face_cache import default_cache_dir
-
-    return default_cache_dir().parent / "scores.sqlite"
 
 
 def logit_cache_key(weights_sha256: str | None, input_size: int, architecture: str | dict | None = None) -> str | None:

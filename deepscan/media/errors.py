@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from deepscan.errors import EXIT_INCOMPLETE, DeepscanError
+
 
 def _one_line(text: str) -> str:
     # FFmpeg and PIL messages sometimes carry newlines; a user-facing error must stay on one line.
@@ -29,8 +31,10 @@ def _escaped(character: str) -> str:
     return character.encode("unicode_escape").decode("ascii")
 
 
-class MediaError(Exception):
+class MediaError(DeepscanError):
     """A file deepscan cannot read; ``str()`` is one line naming the file, ready to show a user."""
+
+    exit_code = EXIT_INCOMPLETE
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         # Both go to Exception.__init__ so that the error pickles (multiprocessing, pytest-xdist).

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deepscan.errors import DeepscanError
+
 MODEL_NAME = "face_detection_short_range.tflite"
 # sha256 of face_detection_short_range.tflite as shipped in the mediapipe 0.10.21 wheel.
 MODEL_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
@@ -47,7 +49,7 @@ _MAX_NATIVE_SIDE = 16384
 _MAX_TILES = 2000
 
 
-class FaceModelError(RuntimeError):
+class FaceModelError(DeepscanError, RuntimeError):
     """The face detection model is missing or is not the file deepscan shipped."""
 
 

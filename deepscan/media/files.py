@@ -9,13 +9,13 @@ without blocking and its type read again from the open descriptor, in case the p
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import BinaryIO
 
 from deepscan.media.errors import MediaError
+from deepscan.runtime import sha256_stream
 
 _NOT_REGULAR = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
@@ -96,14 +96,10 @@ def check_regular(path: str | os.PathLike[str]) -> int:
 
 
 def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> tuple[str, int]:
-    """SHA-256 and size in bytes of a regular file, read through :func:`open_regular`."""
-    digest = hashlib.sha256()
-    size = 0
+    """SHA-256 and size in bytes of a regular file, read through :func:`open_regular` (a pipe or a device is
+    refused, never opened)."""
     with open_regular(path) as handle:
         try:
-            while chunk := handle.read(chunk_size):
-                digest.update(chunk)
-                size += len(chunk)
+            return sha256_stream(handle, chunk_size)
         except OSError as error:
             raise MediaError(path, f"read failed part-way ({error.strerror or error})") from None
-    return digest.hexdigest(), size

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from deepscan.media.errors import shown_path
 from deepscan.report.json_report import write_report
+from deepscan.runtime import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -424,9 +425,7 @@ def write_scan_report(
     write_report(report, folder / REPORT_JSON)
     figures = make_figures(report, explanations or {})
     page = render_html(report, figures, detector_summary)
-    temporary = folder / (REPORT_HTML + ".tmp")
-    temporary.write_text(page, encoding="utf-8")
-    temporary.replace(folder / REPORT_HTML)  # never leave a half-written page behind
+    atomic_write(folder / REPORT_HTML, page.encode("utf-8"))  # never leave a half-written page behind
     written = [folder / REPORT_JSON, folder / REPORT_HTML]
     if pdf:
         from deepscan.explain import literal_text

@@ -19,9 +19,7 @@ the report of the files done so far, and one stopped by Ctrl-C says ``interrupte
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import platform
 import socket
 from collections import Counter
@@ -30,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import deepscan
+from deepscan.runtime import atomic_write
 
 SCHEMA = "deepscan.scan-report"
 SCHEMA_VERSION = 1
@@ -101,36 +100,10 @@ def _finite(value):
 
 
 def write_report(report: dict, path: Path) -> None:
-    """Write ``report`` to ``path`` atomically: whenever the process stops (Ctrl-C, SIGKILL, a crash), or the
-    machine does (the data and then the rename are synced to disk), ``path`` holds the previous report or this
-    one, complete, never a mix."""
+    """Write ``report`` to ``path`` atomically (:func:`deepscan.runtime.atomic_write`): whenever the process stops
+    (Ctrl-C, SIGKILL, a crash), or the machine does, ``path`` holds the previous report or this one, complete,
+    never a mix. Each process writes its own temporary: two scans may name the same report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, allow_nan=False)  # ASCII: a name that is not UTF-8 survives as an escape
-    # Beside the report (os.replace cannot cross file systems), hidden, and one per process.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="ascii") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())  # the data is on disk before the name points at it
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    _sync_folder(path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    # The rename is in the folder's entry: without this a power cut may still bring back the old report.
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not every platform opens folders (Windows); the replace itself is still atomic
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    atomic_write(path, text.encode("ascii"), concurrent=True)

@@ -1,7 +1,8 @@
 """What `deepscan train` does, behind the thin Typer command in ``deepscan/cli.py``.
 
-Exit codes: 0 done; 2 a recipe, data, weights or usage problem (one line); 130 interrupted after writing a
-checkpoint (``--resume`` continues it).
+Exit codes (``deepscan.errors``): 0 done; 2 a recipe, data, weights or usage problem (a ``DeepscanError``, raised
+to the command line, which says it in one line); 130 interrupted after writing a checkpoint (``--resume``
+continues it).
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from deepscan.errors import EXIT_INTERRUPTED, EXIT_OK
 
 
 class _ConsoleLogHandler(logging.Handler):
@@ -38,16 +38,12 @@ def run_train(
     device: str | None,
     console,
 ) -> int:
-    """Load the recipe, train, and report; returns the exit code. ``console`` is a rich Console (stderr)."""
-    from deepscan.train.datasets import DataError
+    """Load the recipe, train, and report; returns the exit code. ``console`` is a rich Console (stderr). A recipe,
+    data or weights problem raises a ``DeepscanError`` (one line)."""
+    from deepscan.runtime import select_device
     from deepscan.train.distributed import init_distributed, shutdown
-    from deepscan.train.pretrained import PretrainedError
-    from deepscan.train.recipe import RecipeError, load_recipe
-    from deepscan.train.trainer import TrainingError, TrainingInterrupted, TrainOptions, train
-
-    def fail(message: str) -> int:
-        console.print(f"[bold red]error:[/] {message}", highlight=False)
-        return EXIT_USAGE
+    from deepscan.train.recipe import load_recipe
+    from deepscan.train.trainer import TrainingInterrupted, TrainOptions, train
 
     extra = list(overrides)
     if init is not None:
@@ -56,16 +52,8 @@ def run_train(
         extra.append(f"init={Path(init).resolve() if is_path else init}")
     if device is not None:
         extra.append(f"device={device}")
-    try:
-        recipe = load_recipe(recipe_path, extra)
-    except RecipeError as error:
-        return fail(str(error))
-    wanted = "cuda" if recipe.device == "cuda" else "cpu"
-    if recipe.device == "auto":
-        import torch
-
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    context = init_distributed(wanted)
+    recipe = load_recipe(recipe_path, extra)
+    context = init_distributed(select_device(recipe.device, setting="device:"))
     handler = _ConsoleLogHandler(console)
     library_log = logging.getLogger("deepscan")
     if context.is_main:
@@ -83,8 +71,6 @@ def run_train(
         if context.is_main:
             console.print(f"[yellow]{stopped}[/]; continue with --resume", highlight=False)
         return EXIT_INTERRUPTED
-    except (TrainingError, DataError, PretrainedError) as error:
-        return fail(str(error))
     finally:
         library_log.removeHandler(handler)
         shutdown(context)
@@ -94,4 +80,4 @@ def run_train(
         console.print(f"weights: {result.weights} (chosen: {chosen})", highlight=False)
         console.print(f"model card: {result.model_card}", highlight=False)
         console.print(f"scan with: deepscan scan MEDIA --method {recipe.detector.name} --weights {result.weights}", highlight=False)
-    return 0
+    return EXIT_OK

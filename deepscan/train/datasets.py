@@ -36,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
+from deepscan.errors import DeepscanError
 from deepscan.media.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from deepscan.train.recipe import (
     CelebDFSource,
@@ -48,7 +49,7 @@ from deepscan.train.recipe import (
 )
 
 
-class DataError(ValueError):
+class DataError(DeepscanError, ValueError):
     """Training data that cannot be used; one line naming the file or folder."""
 
 

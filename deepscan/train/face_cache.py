@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from deepscan.weights import sha256_file
+from deepscan.runtime import atomic_write, face_cache_dir, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,6 @@ CACHE_FORMAT = 1
 # Crops of pre-cropped faces (crop_faces: false) are taken to show the face box times this margin, the
 # convention of FaceForensics++ and of deepscan's own crops.
 ASSUMED_CROP_MARGIN = 1.3
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("DEEPSCAN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "deepscan"
-    )
-    return Path(root) / "faces"
 
 
 @dataclass(frozen=True)
@@ -78,17 +71,14 @@ class ExtractionStats:
 
 def _write_json_atomically(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream)
-    os.replace(temporary, path)
+    atomic_write(path, json.dumps(data), concurrent=True)  # several processes (DDP ranks) may fill one cache
 
 
 class FaceCache:
     """A folder of extracted faces; see the module docstring."""
 
     def __init__(self, root: Path | None = None):
-        self.root = Path(root) if root is not None else default_cache_dir()
+        self.root = Path(root) if root is not None else face_cache_dir()
 
     # --- content hashes, remembered per path ---------------------------------------------------------------
     def content_hash(self, media: Path) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from deepscan.errors import DeepscanError
 from deepscan.train.recipe import PretrainedSpec
 
 # The timm architecture each foreign format converts to, by default.
@@ -51,7 +52,7 @@ LOCAL_CHECKPOINTS = {
 }
 
 
-class PretrainedError(ValueError):
+class PretrainedError(DeepscanError, ValueError):
     """A pretrained checkpoint that cannot be used; one line for the user."""
 
 
@@ -165,7 +166,7 @@ def load_into(
 
 def apply_pretrained(detector: nn.Module, spec: PretrainedSpec) -> dict:
     """Load ``spec``'s checkpoint into the detector; returns a description for the model card."""
-    from deepscan.weights import sha256_file
+    from deepscan.runtime import sha256_file
 
     origin = str(spec.path)
     state = read_checkpoint(spec.path)

@@ -36,10 +36,12 @@ from pydantic import (
     model_validator,
 )
 
+from deepscan.errors import DeepscanError
+
 RECIPE_SCHEMA_VERSION = 1
 
 
-class RecipeError(ValueError):
+class RecipeError(DeepscanError, ValueError):
     """A recipe that cannot be used; the message is one line naming the file and the key."""
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepscan.runtime import atomic_write, sha256_file
+
 # What "still holds up" means for the reliable range (stated in the card).
 AUC_DROP = 0.05
 MAX_FPR = 0.10
@@ -42,7 +44,7 @@ RELIABILITY_FACES = 400
 def to_fp16_safetensors(source: Path, target: Path) -> None:
     """Floating-point tensors in half precision, integer buffers (BN's batch counters) as they are."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     with safe_open(str(source), "pt") as handle:
         metadata = dict(handle.metadata() or {})
@@ -50,7 +52,7 @@ def to_fp16_safetensors(source: Path, target: Path) -> None:
     state = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
     metadata["dtype"] = "float16"
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_file({key: value.contiguous() for key, value in state.items()}, str(target), metadata=metadata)
+    atomic_write(target, save({key: value.contiguous() for key, value in state.items()}, metadata=metadata))
 
 
 def validation_faces(recipe_path: Path, input_size: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -154,11 +156,9 @@ def reliable_range(detector, calibration, crops: np.ndarray, labels: np.ndarray,
 
 
 def update_checksums(folder: Path) -> None:
-    from deepscan.weights import sha256_file
-
     names = sorted(path.name for path in folder.iterdir() if path.suffix in (".safetensors", ".json", ".md") and path.name != "README.md")
     lines = [f"{sha256_file(folder / name)}  {name}" for name in names]
-    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    atomic_write(folder / "SHA256SUMS", "\n".join(lines) + "\n")
 
 
 def ship(run: Path, recipe_path: Path, into: Path) -> Path:
@@ -166,7 +166,7 @@ def ship(run: Path, recipe_path: Path, into: Path) -> Path:
     from deepscan.model_card import CalibrationSection
     from deepscan.train.recipe import load_recipe
     from deepscan.train.protocol import describe
-    from deepscan.weights import ResolvedWeights, build_detector, sha256_file
+    from deepscan.weights import ResolvedWeights, build_detector
 
     recipe = load_recipe(recipe_path)
     name = recipe.detector.name
@@ -187,7 +187,7 @@ def ship(run: Path, recipe_path: Path, into: Path) -> Path:
     card["shipped_from"] = {"run": run.name, "recipe": str(recipe_path), "selected_epoch": card["validation"]["epoch"]}
     card.setdefault("metrics", {})
     card_path = into / f"{name}.card.json"
-    card_path.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
+    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     write_markdown(card_path)
     return card_path
 
@@ -199,7 +199,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
 
     from deepscan.calibration import Calibration, choose_threshold, threshold_rule
     from deepscan.model_card import CalibrationSection
-    from deepscan.weights import ResolvedWeights, build_detector, sha256_file
+    from deepscan.weights import ResolvedWeights, build_detector
 
     cards = {path.name.removesuffix(".card.json"): json.loads(path.read_text()) for path in sorted(into.glob("*.card.json"))}
     members = sorted(name for name, card in cards.items() if card.get("schema") == "deepscan.model-card")
@@ -228,7 +228,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
         },
     }
     path = into / "ensemble.card.json"
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write(path, json.dumps(card, indent=2) + "\n")
     update_checksums(into)
     return path
 
@@ -253,7 +253,7 @@ def add_metrics(card_path: Path, key: str, results: Path, command: list[str]) ->
     """Copy one ``deepscan evaluate`` run's results.json into the card under ``metrics[key]``, with its command."""
     card = json.loads(card_path.read_text())
     card.setdefault("metrics", {})[key] = {"command": shlex.join(command), "results": json.loads(results.read_text())}
-    card_path.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
+    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     update_checksums(card_path.parent)
 
 
@@ -390,7 +390,7 @@ def card_markdown(card: dict) -> str:
 
 def write_markdown(card_path: Path) -> None:
     card = json.loads(card_path.read_text())
-    card_path.with_name(card_path.name.replace(".card.json", ".md")).write_text(card_markdown(card))
+    atomic_write(card_path.with_name(card_path.name.replace(".card.json", ".md")), card_markdown(card))
     update_checksums(card_path.parent)
 
 
@@ -420,7 +420,7 @@ def main() -> None:
     elif args.command == "failures":
         card = json.loads(args.card.read_text())
         card["known_failures"] = list(args.text)
-        args.card.write_text(json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
+        atomic_write(args.card, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
         write_markdown(args.card)
     elif args.command == "ensemble":
         print(ship_ensemble(args.into))

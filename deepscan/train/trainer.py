@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import platform
 import shutil
 import signal
@@ -35,6 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from deepscan.errors import DeepscanError
+from deepscan.runtime import atomic_write, select_device, sha256_file
 from deepscan.train.datasets import (
     DataError,
     FaceDataset,
@@ -66,7 +67,7 @@ RESUMABLE_CHANGES = ("epochs", "num_workers", "device")
 _LOADING_KWARGS = ("pretrained", "pretrained_path", "checkpoint_path", "perceptual", "perceptual_path")
 
 
-class TrainingError(Exception):
+class TrainingError(DeepscanError):
     """A problem the user can fix; one line."""
 
 
@@ -103,15 +104,13 @@ class TrainResult:
 # --- building blocks ----------------------------------------------------------------------------------------
 
 
-def select_device(requested: str, context: DistributedContext) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device: cuda asked for, but PyTorch sees no CUDA device")
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if context.enabled:
-            torch.cuda.set_device(context.local_rank)
-            return torch.device("cuda", context.local_rank)
-        return torch.device("cuda")
-    return torch.device("cpu")
+def training_device(requested: str, context: DistributedContext) -> torch.device:
+    """The recipe's ``device`` (:func:`deepscan.runtime.select_device`); under torchrun, this process's GPU."""
+    kind = select_device(requested, setting="device:")
+    if kind == "cuda" and context.enabled:
+        torch.cuda.set_device(context.local_rank)
+        return torch.device("cuda", context.local_rank)
+    return torch.device(kind)
 
 
 def architecture_kwargs(kwargs: dict) -> dict:
@@ -217,44 +216,6 @@ def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     return metrics
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable: without it a power cut can bring back the old name (POSIX only)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _replace_durably(temporary: Path, path: Path) -> None:
-    """``temporary`` (written and closed, in ``path``'s folder) takes ``path``'s place, its bytes on disk first: a
-    kill or a power cut at any moment leaves ``path`` whole, old or new, never half-written."""
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_folder(path.parent)
-
-
-def _atomic_write_bytes(path: Path, write: Callable) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)  # a failed write leaves the old file, and nothing beside it
-        raise
-    _fsync_folder(path.parent)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
-
-
 def _ignore_interrupts_in_worker(_worker_id: int) -> None:
     # Ctrl-C reaches the whole process group: workers ignore it and the main process stops at a step boundary.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -309,9 +270,7 @@ def save_curves(history: list[dict], path: Path) -> None:
     if scores.lines:
         scores.legend(loc="lower right")
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary)
-    os.replace(temporary, path)
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png"))
 
 
 # --- the trainer --------------------------------------------------------------------------------------------
@@ -325,7 +284,7 @@ class Trainer:
         self.console = options.console if context.is_main else None
         self.output = Path(options.output)
         self.checkpoint_path = self.output / CHECKPOINT_NAME
-        self.device = select_device(recipe.device, context)
+        self.device = training_device(recipe.device, context)
         self.recipe_sha256 = recipe_hash(recipe)
         self.resume_sha256 = recipe_hash(recipe, ignore=RESUMABLE_CHANGES)
         self.history: list[dict] = []
@@ -487,7 +446,7 @@ class Trainer:
             "best": json.dumps(self.best),
             "elapsed_s": self.elapsed_s,
         }
-        _atomic_write_bytes(self.checkpoint_path, lambda handle: torch.save(state, handle))
+        atomic_write(self.checkpoint_path, lambda handle: torch.save(state, handle))
 
     def load_checkpoint(self) -> tuple[int, int, dict]:
         try:
@@ -684,9 +643,7 @@ class Trainer:
             return
         from deepscan.weights import save_weights
 
-        temporary = self.output / f".{BEST_WEIGHTS_NAME}.tmp"
-        save_weights(self.detector, temporary, self.weights_metadata(epoch))
-        _replace_durably(temporary, self.output / BEST_WEIGHTS_NAME)
+        save_weights(self.detector, self.output / BEST_WEIGHTS_NAME, self.weights_metadata(epoch))  # atomically
 
     def weights_metadata(self, epoch: int) -> dict[str, str]:
         from deepscan import __version__
@@ -702,7 +659,7 @@ class Trainer:
 
     def write_metrics(self) -> None:
         lines = "".join(json.dumps(entry) + "\n" for entry in self.history)
-        _atomic_write_text(self.output / "metrics.jsonl", lines)
+        atomic_write(self.output / "metrics.jsonl", lines)
         save_curves(self.history, self.output / "curves.png")
 
     # --- the run --------------------------------------------------------------------------------------------
@@ -728,7 +685,7 @@ class Trainer:
             epoch, step, partial = self.load_checkpoint()
             self.say(f"resuming at epoch {epoch + 1}, step {step} from {self.checkpoint_path}")
         elif self.context.is_main:
-            _atomic_write_text(self.output / "recipe.json", json.dumps(recipe_to_dict(self.recipe), indent=2))
+            atomic_write(self.output / "recipe.json", json.dumps(recipe_to_dict(self.recipe), indent=2))
         recipe = self.recipe
         with StopRequest() as stop:
             while epoch < recipe.epochs:
@@ -792,19 +749,19 @@ class Trainer:
         if not self.context.is_main:
             return None, None
         from deepscan import __version__
-        from deepscan.weights import save_weights, sha256_file
+        from deepscan.weights import save_weights
 
         name = self.recipe.detector.name
         weights = self.output / f"{name}.safetensors"
         best = self.output / BEST_WEIGHTS_NAME
-        temporary = self.output / f".{weights.name}.tmp"  # the final weights, too, appear whole or not at all
+        # The final weights, too, appear whole or not at all.
         if self.best is not None and best.exists():
-            shutil.copyfile(best, temporary)
+            with open(best, "rb") as source:
+                atomic_write(weights, lambda handle: shutil.copyfileobj(source, handle))
             selected = {"epoch": self.best["epoch"], "select_on": self.recipe.select_on, "metrics": self.best["val"]}
         else:
-            save_weights(self.detector, temporary, self.weights_metadata(len(self.history) - 1))
+            save_weights(self.detector, weights, self.weights_metadata(len(self.history) - 1))
             selected = {"epoch": len(self.history), "select_on": "last epoch (no validation data)", "metrics": {}}
-        _replace_durably(temporary, weights)
         config = self.detector_config
         card = {
             "schema": MODEL_CARD_SCHEMA,
@@ -849,7 +806,7 @@ class Trainer:
             },
         }
         card_path = self.output / f"{name}.card.json"
-        _atomic_write_text(card_path, json.dumps(card, indent=2, default=str))
+        atomic_write(card_path, json.dumps(card, indent=2, default=str))
         return weights, card_path
 
 
@@ -858,6 +815,5 @@ def train(recipe: Recipe, options: TrainOptions, context: DistributedContext | N
     from deepscan.train.distributed import init_distributed
 
     if context is None:
-        wanted = "cuda" if recipe.device == "cuda" or (recipe.device == "auto" and torch.cuda.is_available()) else "cpu"
-        context = init_distributed(wanted)
+        context = init_distributed(select_device(recipe.device, setting="device:"))
     return Trainer(recipe, options, context).run()
