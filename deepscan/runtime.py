@@ -136,7 +136,7 @@ def cache_root() -> Path:
 
 
 def face_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    """The extracted faces (``deepscan.train.face_cache``) under ``root`` (default: :func:`cache_root`)."""
+    """The extracted faces (``deepscan.data.face_cache``) under ``root`` (default: :func:`cache_root`)."""
     return (Path(root) if root is not None else cache_root()) / FACE_CACHE
 
 

@@ -77,6 +77,7 @@ def test_runtime_and_errors_import_no_heavy_library():
 
 def test_every_user_facing_error_is_a_deepscan_error_and_keeps_its_builtin_base():
     from deepscan.calibration import CalibrationError
+    from deepscan.data.sources import DataError
     from deepscan.detectors import UnknownDetectorError
     from deepscan.detectors.ralf import PerceptualNetworkError
     from deepscan.ensemble import EnsembleError
@@ -86,7 +87,6 @@ def test_every_user_facing_error_is_a_deepscan_error_and_keeps_its_builtin_base(
     from deepscan.media.errors import MediaError, PartialMediaError
     from deepscan.media.faces import FaceModelError
     from deepscan.model_card import ModelCardError
-    from deepscan.train.datasets import DataError
     from deepscan.train.pretrained import PretrainedError
     from deepscan.train.recipe import RecipeError
     from deepscan.train.trainer import TrainingError

@@ -8,17 +8,16 @@ import pytest
 from PIL import Image
 
 from deepscan.media.synthetic import moving_portrait_clip
+from deepscan.data.face_cache import ExtractionParams, FaceCache
+from deepscan.data.sources import DataError, RealImagesSource, list_media
 from deepscan.train.datasets import (
-    DataError,
     collect_faces,
     extract_faces,
-    list_media,
     list_sources,
     plan_epoch,
     split_groups,
 )
-from deepscan.train.face_cache import ExtractionParams, FaceCache
-from deepscan.train.recipe import DataSpec, RealImagesSource, Recipe
+from deepscan.train.recipe import DataSpec, Recipe
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 

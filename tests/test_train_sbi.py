@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from deepscan.media.faces import FaceDetector, crop_face, face_square
+from deepscan.data.framing import Framing, frame_face
 from deepscan.train.augment import (
     FaceAugmenter,
-    Framing,
-    frame_face,
     h264_round_trip,
     jpeg_round_trip,
 )

@@ -1,6 +1,6 @@
 """Evaluation runs: datasets -> face samples -> scores (cached) -> frame- and video-level metrics.
 
-Data comes through the training readers (``deepscan.train.datasets``) and the face cache, so evaluation sees
+Data comes through the shared readers (``deepscan.data.sources``) and the face cache, so evaluation sees
 exactly the faces training would (same detector, frames, crop margin). A *sample* is one face crop of one frame
 of one media file; its *video* is the media file itself (its full path), never a folder name, so that two
 clips in one folder, or two ``000.mp4`` in different folders, stay apart.
@@ -39,14 +39,12 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from deepscan.calibration import Calibration
+from deepscan.data.framing import DEFAULT_CACHE_MARGIN, DEFAULT_MARGIN
 from deepscan.errors import DeepscanError
 from deepscan.evaluate import metrics
 from deepscan.evaluate.perturb import apply_perturbation, condition_name
 
 CLEAN = ("none", 0.0)
-# The scan's default framing: crop side = 1.3 x face box.
-DEFAULT_MARGIN = 1.3
-DEFAULT_CACHE_MARGIN = 1.8
 VIDEO_AGGREGATES = {"video_mean": "mean of the frame scores", "video_median": "median of all the file's face scores"}
 # The levels the card's threshold gets rates at: per face, and per file (the median of all its faces, as a scan
 # takes a track's median, but per file rather than per track, and without the reliable range).
@@ -80,7 +78,7 @@ def dataset_source(path: Path, part: str, compression: str = "c23"):
     test list (it has no validation split: --val must then be another dataset), a CSV its ``split`` column when
     it has one.
     """
-    from deepscan.train.recipe import CelebDFSource, FaceForensicsSource, FolderSource, VideoCSVSource
+    from deepscan.data.sources import CelebDFSource, FaceForensicsSource, FolderSource, VideoCSVSource
 
     if path.is_file() and path.suffix.lower() == ".csv":
         return VideoCSVSource(kind="video_csv", csv=path, split=part if _csv_has_split(path) else None)
@@ -127,12 +125,6 @@ class SampleSet:
     unreadable: int = 0
 
 
-def extraction_size(input_size: int, margin: float, cache_margin: float) -> int:
-    # As the trainer's: a cache just large enough that the framing keeps the detector's resolution.
-    size = int(np.ceil(input_size * cache_margin / margin))
-    return size + size % 2
-
-
 def collect_samples(
     data: Sequence[Path],
     part: str,
@@ -145,8 +137,9 @@ def collect_samples(
     on_item: Callable[[], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> SampleSet:
-    from deepscan.train.datasets import DataError, describe_source, list_media
-    from deepscan.train.face_cache import ExtractionParams, FaceCache, extract_all
+    from deepscan.data.face_cache import ExtractionParams, FaceCache, extract_all
+    from deepscan.data.framing import extraction_params
+    from deepscan.data.sources import DataError, describe_source, list_media
 
     listed = []
     for path in data:
@@ -160,13 +153,8 @@ def collect_samples(
         on_total(len(listed))
 
     def params_for(item) -> ExtractionParams:
-        return ExtractionParams(
-            frames_per_video=frames_per_video,
-            faces_per_frame=1,
-            cache_margin=DEFAULT_CACHE_MARGIN,
-            cache_size=extraction_size(input_size, margin, DEFAULT_CACHE_MARGIN),
-            crop_faces=item.crop_faces or item.kind == "video",
-        )
+        return extraction_params(item, input_size=input_size, margin=margin, cache_margin=DEFAULT_CACHE_MARGIN,
+                                 frames_per_video=frames_per_video)
 
     cache = FaceCache(cache_dir)
     found, stats = extract_all(cache, [(item.path, item.kind, params_for(item)) for _, item in listed], on_item)
@@ -198,7 +186,7 @@ def collect_samples(
 def load_face(sample: Sample, input_size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
     from PIL import Image
 
-    from deepscan.train.augment import Framing, frame_face
+    from deepscan.data.framing import Framing, frame_face
 
     with Image.open(sample.face_path) as image:
         crop = np.asarray(image.convert("RGB"))

@@ -1,11 +1,9 @@
-"""Face framing and breadth augmentation, on uint8 RGB arrays with an explicit numpy Generator.
+"""Training framing and breadth augmentation, on uint8 RGB arrays with an explicit numpy Generator.
 
 Every random choice takes a ``numpy.random.Generator`` that the caller seeds per sample, so that a sample is
 the same whatever worker or process makes it: this is what lets `deepscan train --resume` continue exactly.
 
-Framing: the face cache keeps each face in a square crop whose side is ``cache_margin`` times the face box,
-centred on the box. :func:`frame_face` cuts the training crop out of it (side = ``scale`` times the box,
-optionally rotated, shifted and mirrored) in one resampling, and moves the face keypoints along.
+Framing (where the crop lies in the cached face) is :mod:`deepscan.data.framing`.
 
 Breadth: the photometric steps (colour casts, grayscale, down-and-up rescaling, blur, noise, JPEG and H.264
 round trips) are applied to real faces and to their pseudo-fakes alike. A few uniform studio headshots make
@@ -17,67 +15,15 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from deepscan.data.framing import Framing, frame_face
 from deepscan.train.recipe import AugmentSpec
-
-# Keypoint order of deepscan.media.faces: right eye, left eye, nose tip, mouth, right ear, left ear.
-# Mirroring swaps the person's right and left.
-MIRRORED_KEYPOINTS = np.array([1, 0, 2, 3, 5, 4])
 
 _RESAMPLING = (Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
                Image.Resampling.BOX, Image.Resampling.LANCZOS)
-
-
-@dataclass(frozen=True)
-class Framing:
-    """Where the training crop lies in the cached crop: the face-relative crop side and the view's changes."""
-
-    scale: float  # crop side / face box side
-    angle_deg: float = 0.0
-    shift: tuple[float, float] = (0.0, 0.0)  # share of the face box side
-    mirror: bool = False
-    vflip: bool = False
-
-
-def frame_face(
-    crop: np.ndarray, keypoints: np.ndarray, cache_margin: float, out_size: int, framing: Framing
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cut an ``out_size`` square view of the face from its cached crop; returns (image, keypoints).
-
-    The cached crop is first mirrored outward at its edges, so that a rotated or wide view never shows a
-    black corner (a hard edge that frequency detectors would take for an artefact).
-    """
-    height, width = crop.shape[:2]
-    face_side = width / cache_margin
-    pad = int(math.ceil(0.5 * width))
-    padded = np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    side = framing.scale * face_side
-    angle = math.radians(framing.angle_deg)
-    cos, sin = math.cos(angle), math.sin(angle)
-    sx = -1.0 if framing.mirror else 1.0
-    sy = -1.0 if framing.vflip else 1.0
-    centre_x = width / 2 + framing.shift[0] * face_side
-    centre_y = height / 2 + framing.shift[1] * face_side
-    step = side / out_size
-    # Output pixel (u, v) -> cached-crop point: centre + R(angle) @ diag(sx, sy) @ ((u, v) - out/2) * step.
-    a, b = cos * sx * step, -sin * sy * step
-    d, e = sin * sx * step, cos * sy * step
-    half = out_size / 2
-    c = centre_x - a * half - b * half
-    f = centre_y - d * half - e * half
-    image = Image.fromarray(padded).transform(
-        (out_size, out_size), Image.Transform.AFFINE, (a, b, c + pad, d, e, f + pad), resample=Image.Resampling.BICUBIC
-    )
-    # Invert the map for the keypoints: (x, y) -> (u, v).
-    matrix = np.array([[a, b], [d, e]])
-    moved = (np.linalg.solve(matrix, (keypoints - np.array([c, f])).T)).T
-    if framing.mirror != framing.vflip:  # one reflection turns the person's right into the image's other side
-        moved = moved[MIRRORED_KEYPOINTS]
-    return np.asarray(image), moved
 
 
 # --- photometric steps ---------------------------------------------------------------------------------------

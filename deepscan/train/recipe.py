@@ -23,12 +23,9 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -36,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from deepscan.data.sources import RecipePath, Source, Strict, resolve_path
 from deepscan.errors import DeepscanError
 
 RECIPE_SCHEMA_VERSION = 1
@@ -45,22 +43,6 @@ class RecipeError(DeepscanError, ValueError):
     """A recipe that cannot be used; the message is one line naming the file and the key."""
 
 
-def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Relative paths are taken from the recipe's folder (``context['base_dir']``)."""
-    if value is None:
-        return None
-    value = Path(value).expanduser()
-    base_dir = (info.context or {}).get("base_dir")
-    if not value.is_absolute() and base_dir is not None:
-        value = Path(os.path.normpath(Path(base_dir) / value))
-    return value
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-RecipePath = Annotated[Path, AfterValidator(_resolve_path)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Range = tuple[float, float]
 
@@ -91,82 +73,7 @@ class PretrainedSpec(Strict):
     into: list[list[str]] = Field(min_length=1)
 
 
-# --- data ---------------------------------------------------------------------------------------------------
-
-
-class SourceBase(Strict):
-    # Relative share of the training batches drawn from this source (sources are sampled by weight).
-    weight: float = Field(default=1.0, gt=0.0)
-    name: str | None = None
-
-
-class FolderSource(SourceBase):
-    """Face images or videos under ``real/`` and ``fake/`` folders, at any depth."""
-
-    kind: Literal["folder"]
-    path: RecipePath
-    # True: find the face in each file and crop it; False: the files already are face crops.
-    crop_faces: bool = True
-
-
-class RealImagesSource(SourceBase):
-    """A folder of authentic photos (searched recursively): every face found is a real face."""
-
-    kind: Literal["real_images"]
-    path: RecipePath
-    crop_faces: bool = True
-
-
-class RealVideosSource(SourceBase):
-    """A folder of authentic videos (searched recursively): faces sampled from every video are real."""
-
-    kind: Literal["real_videos"]
-    path: RecipePath
-
-
-FFPP_MANIPULATIONS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
-
-
-class FaceForensicsSource(SourceBase):
-    """FaceForensics++ in its official download layout, with the official split JSONs."""
-
-    kind: Literal["faceforensics"]
-    root: RecipePath
-    compression: Literal["raw", "c23", "c40"] = "c23"
-    manipulations: list[str] = Field(default_factory=lambda: list(FFPP_MANIPULATIONS), min_length=1)
-    split: Literal["train", "val", "test"] = "train"
-    # Folder holding train.json / val.json / test.json; default: ``<root>/splits``.
-    splits_dir: RecipePath | None = None
-    include_real: bool = True
-
-
-class CelebDFSource(SourceBase):
-    """Celeb-DF (v2) in its download layout; the test split is its ``List_of_testing_videos.txt``."""
-
-    kind: Literal["celebdf"]
-    root: RecipePath
-    split: Literal["train", "test"] = "train"
-    test_list: RecipePath | None = None  # default: <root>/List_of_testing_videos.txt
-
-
-class VideoCSVSource(SourceBase):
-    """Videos (or images) listed in a CSV with columns ``path,label`` and optional ``split`` and ``group``."""
-
-    kind: Literal["video_csv"]
-    csv: RecipePath
-    root: RecipePath | None = None  # default: the CSV's folder
-    split: str | None = None  # keep only rows whose split column equals this
-    # Column names, for label files that call them otherwise (``file`` in the shared data's labels.csv).
-    path_column: str = "path"
-    group_column: str = "group"
-    # True: find the face in each image and crop it; False: the images already are face crops.
-    crop_faces: bool = True
-
-
-Source = Annotated[
-    Union[FolderSource, RealImagesSource, RealVideosSource, FaceForensicsSource, CelebDFSource, VideoCSVSource],
-    Field(discriminator="kind"),
-]
+# --- data (the sources are deepscan.data.sources) -----------------------------------------------------------
 
 
 class FaceSpec(Strict):
@@ -327,7 +234,7 @@ class Recipe(Strict):
     def _init_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "shipped" or value.startswith("hf://"):
             return value
-        return str(_resolve_path(Path(value), info))
+        return str(resolve_path(Path(value), info))
 
     @model_validator(mode="after")
     def _fits_the_sampler(self) -> "Recipe":

@@ -36,8 +36,8 @@ import torch
 
 from deepscan.errors import DeepscanError
 from deepscan.runtime import atomic_write, select_device, sha256_file
+from deepscan.data.sources import DataError
 from deepscan.train.datasets import (
-    DataError,
     FaceDataset,
     collect_faces,
     extract_faces,
@@ -185,12 +185,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec, epochs
     return None
 
 
-def extraction_size(input_size: int, margin: float, cache_margin: float) -> int:
-    """Cache crops just large enough that the evaluation framing keeps the training resolution."""
-    size = math.ceil(input_size * cache_margin / margin)
-    return size + size % 2
-
-
 def validation_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     from scipy.special import expit
     from sklearn.metrics import roc_auc_score
@@ -313,21 +307,22 @@ class Trainer:
             raise TrainingError(f"--resume: no {CHECKPOINT_NAME} in {self.output} to resume from")
 
     def prepare_data(self) -> None:
+        from deepscan.data.face_cache import ExtractionParams, FaceCache
+        from deepscan.data.framing import extraction_params
         from deepscan.train.augment import FaceAugmenter
-        from deepscan.train.face_cache import ExtractionParams, FaceCache
 
         recipe, spec = self.recipe, self.recipe.data
         self.input_size = recipe.input_size or self.detector_config.input_size
-        cache_size = extraction_size(self.input_size, spec.face.margin, spec.face.cache_margin)
 
         def params_for(item) -> ExtractionParams:
-            return ExtractionParams(
+            return extraction_params(
+                item,
+                input_size=self.input_size,
+                margin=spec.face.margin,
+                cache_margin=spec.face.cache_margin,
                 frames_per_video=spec.face.frames_per_video,
                 faces_per_frame=spec.face.faces_per_frame,
-                cache_margin=spec.face.cache_margin,
-                cache_size=cache_size,
                 min_score=spec.face.min_score,
-                crop_faces=item.crop_faces or item.kind == "video",
             )
 
         cache = FaceCache(spec.face.cache_dir)
