@@ -275,7 +275,7 @@ def test_imagenet_trunks_give_five_early_frozen_feature_maps(tmp_path, network, 
 
 
 def test_missing_imagenet_weights_stop_training_in_one_line_instead_of_a_random_network(tmp_path, monkeypatch):
-    import deepscan.train.pretrained as pretrained
+    import deepscan.detectors.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "local_pretrained_folders", lambda: [tmp_path / "local" / "pretrained"])
     for kwargs, expected in [
@@ -324,7 +324,7 @@ def test_lite0_backbone_starts_from_an_imagenet_checkpoint_through_a_pretrained_
     import timm
     from safetensors.torch import save_file
 
-    from deepscan.train.pretrained import apply_pretrained
+    from deepscan.detectors.pretrained import apply_pretrained
     from deepscan.train.recipe import PretrainedSpec
 
     torch.manual_seed(2)

@@ -87,7 +87,7 @@ def test_every_user_facing_error_is_a_deepscan_error_and_keeps_its_builtin_base(
     from deepscan.media.errors import MediaError, PartialMediaError
     from deepscan.media.faces import FaceModelError
     from deepscan.model_card import ModelCardError
-    from deepscan.train.pretrained import PretrainedError
+    from deepscan.detectors.pretrained import PretrainedError
     from deepscan.train.recipe import RecipeError
     from deepscan.train.trainer import TrainingError
     from deepscan.weights import IntegrityError, WeightsError, WeightsUnavailableError

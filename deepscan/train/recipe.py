@@ -63,7 +63,7 @@ class DetectorSpec(Strict):
 
 
 class PretrainedSpec(Strict):
-    """A foreign ImageNet checkpoint mapped onto the detector's timm trunk(s) (see ``deepscan.train.pretrained``)."""
+    """A foreign ImageNet checkpoint mapped onto the detector's timm trunk(s) (see ``deepscan.detectors.pretrained``)."""
 
     path: RecipePath
     format: Literal["timm", "efficientnet_pytorch", "torchvision_mobilenet_v2"]

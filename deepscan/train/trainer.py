@@ -121,7 +121,7 @@ def architecture_kwargs(kwargs: dict) -> dict:
 def build_detector(recipe: Recipe) -> tuple[torch.nn.Module, dict]:
     """The detector with its starting weights: random, pretrained trunk(s), then ``init`` (whole detector)."""
     from deepscan.detectors import UnknownDetectorError, create_detector, get_config
-    from deepscan.train.pretrained import apply_pretrained
+    from deepscan.detectors.pretrained import apply_pretrained
     from deepscan.weights import WeightsError, load_weights, resolve_weights
 
     try:

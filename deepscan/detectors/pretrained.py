@@ -31,7 +31,6 @@ import torch
 import torch.nn as nn
 
 from deepscan.errors import DeepscanError
-from deepscan.train.recipe import PretrainedSpec
 
 # The timm architecture each foreign format converts to, by default.
 DEFAULT_ARCHITECTURE = {
@@ -164,8 +163,9 @@ def load_into(
     return len(targets)
 
 
-def apply_pretrained(detector: nn.Module, spec: PretrainedSpec) -> dict:
-    """Load ``spec``'s checkpoint into the detector; returns a description for the model card."""
+def apply_pretrained(detector: nn.Module, spec) -> dict:
+    """Load ``spec``'s checkpoint into the detector; returns a description for the model card. ``spec`` is a
+    recipe's ``pretrained:`` section (``deepscan.train.recipe.PretrainedSpec``: path, format, architecture, into)."""
     from deepscan.runtime import sha256_file
 
     origin = str(spec.path)
