@@ -416,14 +416,8 @@ def explain(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Show where, and in which frequencies, a detector sees a forgery: heat maps, spectra, the method's views."""
-    from deepscan.explain import (
-        CAM_METHODS,
-        check_report_paths,
-        find_recent_report,
-        load_report,
-        parse_timestamp,
-        report_weights,
-    )
+    from deepscan.explain import CAM_METHODS, check_report_paths, parse_timestamp, report_weights
+    from deepscan.report.json_report import find_recent_report, load_report
 
     if cam not in CAM_METHODS:
         fail(f"unknown --cam {cam!r} (choose from {', '.join(CAM_METHODS)})")
@@ -495,7 +489,8 @@ def _load_detector_for(method: str, weights: str | None, device: str):
 
 def _run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path, reference_paths, per_track,
                  fps, device) -> int:
-    from deepscan.explain import method_views, save_method_views
+    from deepscan.explain import method_views
+    from deepscan.report.figures import save_method_views
 
     detector, resolved = _load_detector_for(method, weights, device)
     reference = _reference_spectrum(reference_paths, detector.config.input_size) if reference_paths else None
@@ -523,14 +518,14 @@ def _run_explain(input_path, method, weights, out_dir, cam, seconds, report, rep
 
 
 def _save(explanation, out_dir: Path, stem: str) -> list[Path]:
-    from deepscan.explain import save_explanation
+    from deepscan.report.figures import save_explanation
 
     with err.status(f"drawing {escape(explanation.label)}..."):
         return save_explanation(explanation, out_dir, stem)
 
 
 def _face_stem(path: Path, kind: str, face: dict) -> str:
-    from deepscan.explain import safe_name
+    from deepscan.report.figures import safe_name
 
     if kind == "image":
         return safe_name(f"{path.stem}_face{face['track_id']}")
@@ -582,9 +577,10 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
 
 
 def _explain_frame_at(detector, path, seconds, cam, reference, resolved, out_dir):
-    from deepscan.explain import explain_face, frame_at, safe_name
+    from deepscan.explain import explain_face, frame_at
     from deepscan.media.errors import shown_path
     from deepscan.media.faces import FaceDetector, crop_face, face_square
+    from deepscan.report.figures import safe_name
 
     index, time_s, frame = frame_at(path, seconds)
     with FaceDetector() as finder:

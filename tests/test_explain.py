@@ -21,15 +21,14 @@ from deepscan.explain import (
     compute_cam,
     crop_tensor,
     explain_face,
-    face_panels,
     face_spectra,
     heatmap_to_frame,
     method_views,
     parse_timestamp,
     reference_spectrum,
-    save_explanation,
     suspicious_faces,
 )
+from deepscan.report.figures import face_panels, save_explanation
 from deepscan.detectors import create_detector, list_detectors
 from deepscan.media.faces import Face, FaceDetector, crop_face, face_square
 
@@ -495,7 +494,7 @@ def test_cli_explain_prints_the_calibrated_probability_the_scan_records(tmp_path
 
 def test_the_figure_states_the_calibrated_probability():
     from deepscan.calibration import Calibration
-    from deepscan.explain import explanation_header
+    from deepscan.report.figures import explanation_header
 
     detector = _TinyCam()
     detector.config = DetectorConfig(name="tiny_cam", paper="-", input_size=32, cam_target_layers=("conv",))

@@ -116,7 +116,7 @@ def applied_threshold(report: dict) -> float:
 
 def make_figures(report: dict, explanations: dict[int, list[tuple[dict, "FaceExplanation"]]]) -> list[FileFigures]:
     """The timeline of every file and the composed figure of every explained face, in file order."""
-    from deepscan.explain import explanation_figure, literal_text
+    from deepscan.report.figures import explanation_figure, literal_text
     from deepscan.report.plots import timeline_figure
 
     threshold = applied_threshold(report)
@@ -307,7 +307,7 @@ def _inconclusive_note(entry: dict) -> str:
 
 def _how_to_read(explanations: list) -> str:
     """What each panel of the face figures shows, once for all the faces of a file."""
-    from deepscan.explain import face_panels
+    from deepscan.report.figures import face_panels
 
     described: dict[str, str] = {}
     for explanation in explanations:
@@ -428,7 +428,7 @@ def write_scan_report(
     atomic_write(folder / REPORT_HTML, page.encode("utf-8"))  # never leave a half-written page behind
     written = [folder / REPORT_JSON, folder / REPORT_HTML]
     if pdf:
-        from deepscan.explain import literal_text
+        from deepscan.report.figures import literal_text
         from deepscan.report.plots import write_pdf
 
         shown = _shown_paths(report)

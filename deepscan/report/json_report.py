@@ -15,6 +15,9 @@ Schema ``deepscan.scan-report`` version 1:
 ``partial`` is true when the report holds fewer files than the ``files_planned`` the scan found to read: a folder
 scan rewrites its report after each file (``finished_at`` null until the end), so a scan that was killed leaves
 the report of the files done so far, and one stopped by Ctrl-C says ``interrupted`` too.
+
+:func:`load_report` reads a report back (``explain --from``) and :func:`find_recent_report` finds the newest one in a
+folder; both check the same :data:`SCHEMA` the writer puts in.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 import deepscan
 from deepscan.runtime import atomic_write
 
-SCHEMA = "deepscan.scan-report"
+SCHEMA = "deepscan.scan-report"  # written by build_report, checked by load_report
 SCHEMA_VERSION = 1
 
 
@@ -107,3 +110,50 @@ def write_report(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, allow_nan=False)  # ASCII: a name that is not UTF-8 survives as an escape
     atomic_write(path, text.encode("ascii"), concurrent=True)
+
+
+# --- reading a report back ----------------------------------------------------------------------------------
+
+
+def load_report(path: Path) -> dict:
+    """Read a scan report written by :func:`write_report`: refused in one line (ExplainError, for ``explain``) when
+    it is unreadable, of another schema, or lacks what explain reads first."""
+    from deepscan.explain import ExplainError
+
+    try:
+        report = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ExplainError(f"{path}: no such report") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExplainError(f"{path}: not a readable JSON report ({type(error).__name__})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise ExplainError(f"{path}: not a deepscan scan report (schema {SCHEMA!r} expected)")
+    # What explain reads before anything else, in the shape a scan writes it: a stranger's report that lacks it is
+    # one line, not a KeyError.
+    custody = report.get("custody")
+    detector = custody.get("detector") if isinstance(custody, dict) else None
+    if (not isinstance(detector, dict) or not isinstance(detector.get("name"), str)
+            or not isinstance(custody.get("parameters"), dict) or not isinstance(report.get("files"), list)
+            or not all(isinstance(entry, dict) for entry in report["files"])):
+        raise ExplainError(f"{path}: not a complete scan report (custody.detector.name, custody.parameters and files "
+                           "are needed)")
+    return report
+
+
+def find_recent_report(folder: Path) -> Path | None:
+    """The newest scan report in ``folder``: its ``*.json`` files or a ``--report`` folder's ``report.json``."""
+    from deepscan.explain import ExplainError
+
+    candidates = sorted(folder.glob("*.json")) + sorted(folder.glob("*/report.json"))
+    best: tuple[str, float, Path] | None = None
+    for candidate in candidates:
+        try:
+            if candidate.stat().st_size > 200 * 1024 * 1024:  # not a report worth parsing to find out
+                continue
+            report = load_report(candidate)
+        except (ExplainError, OSError):
+            continue
+        key = (str(report.get("custody", {}).get("finished_at", "")), candidate.stat().st_mtime, candidate)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else None
