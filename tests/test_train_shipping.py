@@ -92,3 +92,20 @@ def test_the_ensembles_evaluation_plan_is_recorded_in_its_card(tmp_path, shipped
 
     with pytest.raises(SystemExit, match="shipped weights deepscan loads"):
         shipping.evaluate_shipped("ensemble", tmp_path, splits, tmp_path / "eval")
+
+
+def test_the_markdown_card_says_whether_sbi_pseudo_fakes_were_used():
+    import copy
+    import json
+    from pathlib import Path
+
+    from deepscan.train.shipping import card_markdown
+
+    card = json.loads((Path(__file__).resolve().parent.parent / "weights" / "faclue.card.json").read_text())
+    with_sbi = copy.deepcopy(card)
+    with_sbi["data"]["pseudo_fakes"] = {"ratio": 1.0}
+    without = copy.deepcopy(card)
+    without["data"]["pseudo_fakes"] = None
+    assert "1 per real training face" in card_markdown(with_sbi)
+    assert "No SBI pseudo-fakes" in card_markdown(without)
+    assert "per real training face" not in card_markdown(without)

@@ -327,8 +327,9 @@ def card_markdown(card: dict) -> str:
     protocol = card.get("protocol", {})
     lines += [
         "",
-        f"Plus SBI pseudo-fakes (Shiohara and Yamasaki, CVPR 2022), {sbi.get('ratio', 0):g} per real training face, "
-        f"made afresh each epoch; {card['data']['train_entries']} training and {card['data']['val_entries']} validation "
+        (f"Plus SBI pseudo-fakes (Shiohara and Yamasaki, CVPR 2022), {sbi['ratio']:g} per real training face, "
+         "made afresh each epoch; " if sbi.get("ratio") else "No SBI pseudo-fakes; ")
+        + f"{card['data']['train_entries']} training and {card['data']['val_entries']} validation "
         f"entries. Never trained on, at any stage: {', '.join(protocol.get('never_trained_on', [])) or '?'}; "
         f"partly held out (their test share): {', '.join(protocol.get('partly_held_out', [])) or 'none'}.",
         "",
