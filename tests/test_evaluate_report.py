@@ -146,7 +146,7 @@ def face_folder(tmp_path_factory):
     return root
 
 
-def test_evaluate_command_two_methods_with_perturbation(tmp_path, face_folder):
+def test_evaluate_command_two_methods_with_perturbation(tmp_path, face_folder, untrained):
     import torch
 
     from deepscan.detectors import create_detector
