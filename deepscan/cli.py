@@ -291,6 +291,8 @@ def _print_file_line(result) -> None:
 
 
 def _print_summary(results, trained: bool, *, ensemble: bool = False) -> None:
+    from deepscan.media.errors import shown_path
+
     table = Table(title="deepscan verdicts", title_justify="left")
     for column in ("file", "verdict", "score", "faces", "tracks", "status"):
         # The verdict is never cut short ("inconclusive" is the longest); file names give way first.
@@ -304,7 +306,7 @@ def _print_summary(results, trained: bool, *, ensemble: bool = False) -> None:
         label = verdict.label if verdict else "-"
         score = f"{verdict.score:.3f}" if verdict and verdict.score is not None else "-"
         table.add_row(
-            Text(Path(result.path).name),
+            Text(shown_path(Path(result.path).name)),  # a name is text, escaped like the errors show it
             Text(label, style=VERDICT_STYLE.get(label, "")),
             score,
             str(len(result.faces)),
@@ -323,7 +325,7 @@ def _print_summary(results, trained: bool, *, ensemble: bool = False) -> None:
                 *([f"{track.agreement:.0%}" if track.agreement is not None else "-"] if ensemble else []),
                 style="dim",
             )
-            where = f"{Path(result.path).name}, track {track.track_id}"
+            where = f"{shown_path(Path(result.path).name)}, track {track.track_id}"
             if track.members:
                 notes.append(f"[bold]members[/] {escape(where)}: {escape(_members_detail(track))}")
             if track.reason and trained:

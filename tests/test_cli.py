@@ -373,3 +373,23 @@ def test_the_ensemble_judge_builds_each_planned_member_with_its_calibration(ship
     assert (judge.threshold, judge.threshold_source) == (0.5, "default")
     chosen = Judge.ensemble(plan, 0.8)
     assert (chosen.threshold, chosen.threshold_source) == (0.8, "--threshold")
+
+
+def test_the_summary_shows_a_file_name_that_is_not_utf8_escaped_as_the_errors_do(monkeypatch):
+    import os
+    from io import StringIO
+
+    from rich.console import Console
+
+    import deepscan.cli as cli
+    from deepscan.scan import FileResult
+    from deepscan.verdicts import file_verdict, track_verdict
+
+    name = os.fsdecode(b"bad\xffname\nclip.mp4")  # a byte that is not UTF-8 and a newline, as a folder walk gives them
+    track = track_verdict(0, [0.9, 0.8], [0, 1], 0.5)
+    result = FileResult(path=name, kind="video", status="complete", tracks=[track],
+                        verdict=file_verdict([track], trained=True))
+    printed = StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=printed, width=200))
+    cli._print_summary([result], trained=True)
+    assert "bad\\xffname\\nclip.mp4" in printed.getvalue()
