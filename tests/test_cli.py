@@ -343,7 +343,7 @@ def test_the_summary_says_when_a_track_was_scored_on_part_of_its_faces(monkeypat
 
     from rich.console import Console
 
-    import deepscan.cli as cli
+    import deepscan.cli.summary as cli
     from deepscan.scan import FileResult
     from deepscan.verdicts import file_verdict, track_verdict
 
@@ -353,7 +353,7 @@ def test_the_summary_says_when_a_track_was_scored_on_part_of_its_faces(monkeypat
                         verdict=file_verdict([track], trained=True))
     printed = StringIO()
     monkeypatch.setattr(cli, "out", Console(file=printed, width=200))
-    cli._print_summary([result], trained=True)
+    cli.print_summary([result], trained=True)
     assert ("partly outside the reliable range clip.mp4, track 3: scored on the 2 of its 4 faces inside it "
             "(50% of its faces are outside)") in printed.getvalue()
 
@@ -381,7 +381,7 @@ def test_the_summary_shows_a_file_name_that_is_not_utf8_escaped_as_the_errors_do
 
     from rich.console import Console
 
-    import deepscan.cli as cli
+    import deepscan.cli.summary as cli
     from deepscan.scan import FileResult
     from deepscan.verdicts import file_verdict, track_verdict
 
@@ -391,5 +391,5 @@ def test_the_summary_shows_a_file_name_that_is_not_utf8_escaped_as_the_errors_do
                         verdict=file_verdict([track], trained=True))
     printed = StringIO()
     monkeypatch.setattr(cli, "out", Console(file=printed, width=200))
-    cli._print_summary([result], trained=True)
+    cli.print_summary([result], trained=True)
     assert "bad\\xffname\\nclip.mp4" in printed.getvalue()

@@ -1,4 +1,4 @@
-"""The work behind `deepscan evaluate`, kept out of cli.py: options in, tables printed, files written."""
+"""The work behind `deepscan evaluate`, kept out of the thin command in ``deepscan/cli/evaluate.py``: options in, tables printed, files written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What `deepscan train` does, behind the thin Typer command in ``deepscan/cli.py``.
+"""What `deepscan train` does, behind the thin Typer command in ``deepscan/cli/train.py``.
 
 Exit codes (``deepscan.errors``): 0 done; 2 a recipe, data, weights or usage problem (a ``DeepscanError``, raised
 to the command line, which says it in one line); 130 interrupted after writing a checkpoint (``--resume``

@@ -1,0 +1,67 @@
+"""`deepscan evaluate`: a thin command over deepscan.evaluate.command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from deepscan.cli.app import app
+from deepscan.cli.console import err, fail, out
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  deepscan evaluate --method faclue --weights faclue.safetensors data/celebdf/\n\n"
+        "  deepscan evaluate -m faclue -m pel data/FaceForensics++/ --val data/FaceForensics++/ --out results/\n\n"
+        "  deepscan evaluate -m ralf test-set/ --perturb all --out robustness/\n\n"
+        "  deepscan evaluate -m faclue labels.csv --perturb gaussian_blur:1,2,3 --perturb h264"
+    )
+)
+def evaluate(
+    data: List[Path] = typer.Argument(
+        ..., help="Test data: folders with real/ and fake/ sub-folders, an FF++ root (its test split), a Celeb-DF "
+        "root (its test list), or a labels CSV (path,label[,split,group]). Real faces only (a real/ folder, or a CSV "
+        "of label 0) measure false alarms."
+    ),
+    methods: List[str] = typer.Option(..., "--method", "-m", help="Detector (repeat for a side-by-side table)."),
+    weights: Optional[List[str]] = typer.Option(
+        None, "--weights", help="One per --method, same order: a .safetensors path, hf://OWNER/REPO/FILE, or "
+        "'shipped'. Default: each detector's shipped weights."
+    ),
+    val: Optional[List[Path]] = typer.Option(
+        None, "--val", metavar="DATA", help="Separate validation data (FF++: its val split) on which the accuracy "
+        "threshold is chosen. Without it accuracy is at 0.5 only."
+    ),
+    perturb: Optional[List[str]] = typer.Option(
+        None, "--perturb", metavar="SPEC", help="Robustness suite: 'all', a name (its default strengths) or "
+        "NAME:S1,S2. Names: gaussian_noise, salt_pepper, gaussian_blur, jpeg, contrast, pixelation, h264."
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Write results.json, scores.csv (every sample's score) and ROC/histogram PNGs here."
+    ),
+    frames_per_video: int = typer.Option(8, min=1, help="Frames taken evenly from each video."),
+    batch_size: int = typer.Option(16, min=1, help="Faces per inference batch."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples for the AUC's 95% interval (0: none)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, help="Cache of faces and scores. Default: $DEEPSCAN_CACHE or ~/.cache/deepscan."
+    ),
+    score_cache: bool = typer.Option(True, "--score-cache/--no-score-cache", help="Reuse and keep scores."),
+    compression: str = typer.Option("c23", help="FF++ compression folder: raw, c23 or c40."),
+) -> None:
+    """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, and false alarms and fakes
+    caught at the model card's threshold, per frame and per video, on calibrated P(fake)."""
+    from deepscan.evaluate.command import EvaluateOptions, run_evaluate
+
+    if compression not in {"raw", "c23", "c40"}:
+        fail(f"unknown --compression {compression!r} (raw, c23 or c40)")
+    options = EvaluateOptions(
+        data=data, methods=methods, weights=weights or [], val=val or [], perturb=perturb or [], out_dir=out_dir,
+        frames_per_video=frames_per_video, batch_size=batch_size, device=device, bootstrap=bootstrap, seed=seed,
+        cache_dir=cache_dir, use_score_cache=score_cache, compression=compression,
+    )
+    raise typer.Exit(run_evaluate(options, out, err))

@@ -1,0 +1,266 @@
+"""`deepscan scan`: files in, a verdict per face track and per file, the report on disk after each file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+
+from deepscan.cli.app import app
+from deepscan.cli.console import err, fail
+from deepscan.cli.summary import print_file_line, print_summary
+from deepscan.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  deepscan scan suspect.mp4\n\n"
+        "  deepscan scan case-42/ --json case-42.json --fps 4\n\n"
+        "  deepscan scan clip.mp4 --method faclue --weights my-detector.safetensors --every-frame\n\n"
+        "  deepscan scan suspect.mp4 --method ensemble\n\n"
+        "  deepscan scan suspect.mp4 --report case-42-report/ --pdf"
+    )
+)
+def scan(
+    inputs: List[Path] = typer.Argument(..., help="Videos, images or folders (searched recursively)."),
+    method: str = typer.Option(
+        "faclue", "--method", "-m",
+        help="Detector to use (see `deepscan models`), or 'ensemble': every detector with trained weights.",
+    ),
+    weights: Optional[str] = typer.Option(
+        None, help="Weights: a .safetensors path or hf://OWNER/REPO/FILE (a sibling <name>.card.json calibrates "
+        "them). Default: the detector's own (bundled, Hugging Face cache, or fetched from the hub)."
+    ),
+    fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from videos."),
+    every_frame: bool = typer.Option(False, "--every-frame", help="Scan every frame instead of sampling."),
+    batch_size: int = typer.Option(16, min=1, help="Faces per inference batch."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    threshold: Optional[float] = typer.Option(
+        None, min=0.0, max=1.0, help="Calibrated P(fake) at or above which a track is fake. Default: the threshold "
+        "in the weights' model card, else 0.5."
+    ),
+    min_face_score: float = typer.Option(0.5, min=0.0, max=1.0, help="Face detector confidence to keep a face."),
+    tile: bool = typer.Option(True, "--tile/--no-tile", help="Also look for small faces on overlapping tiles."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full JSON report here."),
+    report_dir: Optional[Path] = typer.Option(
+        None,
+        "--report",
+        help="Write report.html (self-contained: verdicts, score timeline, heat maps and spectra of the most "
+        "suspicious faces, chain of custody) and report.json into this folder.",
+    ),
+    pdf: bool = typer.Option(False, "--pdf", help="With --report: also write report.pdf."),
+) -> None:
+    """Scan videos and images for forged faces: a verdict per face track and per file."""
+    from deepscan.scan import ScanOptions
+
+    if pdf and report_dir is None:
+        fail("--pdf needs --report DIR (the PDF is written beside the HTML report)")
+    if method == "ensemble" and weights is not None:
+        fail("--weights picks one detector's weights; the ensemble uses each member's own (see `deepscan models`)")
+
+    options = ScanOptions(
+        method=method,
+        weights=weights,
+        fps=fps,
+        every_frame=every_frame,
+        batch_size=batch_size,
+        device=device,
+        min_face_score=min_face_score,
+        tile=tile,
+        threshold=threshold,
+    )
+    raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf))
+
+
+def _run_scan(
+    inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False
+) -> int:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deepscan.media.errors import shown_path
+    from deepscan.media.images import discover_media
+    from deepscan.report.html import REPORT_JSON
+    from deepscan.report.json_report import build_report, utc_now, write_report
+    from deepscan.scan import ScanInterrupted, Scanner
+
+    started_at = utc_now()
+    judge, config, resolved = _judge_for(options)
+    files = discover_media(inputs)
+    if not files:
+        fail("no image or video found in the given folders")
+    if not judge.trained:
+        err.print(
+            f"[bold magenta]warning:[/] detector [bold]{config.name}[/] has no trained weights: "
+            "its scores are random and mean nothing. Pass --weights, or train one with `deepscan train`."
+        )
+    results, interrupted = [], False
+
+    def report(finished: bool) -> dict:
+        return build_report(
+            results,
+            options=options,
+            detector_config=config,
+            weights=resolved,
+            started_at=started_at,
+            finished_at=utc_now() if finished else None,
+            interrupted=interrupted,
+            decision=judge.custody(),
+            files_planned=len(files),
+        )
+
+    # The report so far is on disk after each file, marked partial, so that a scan killed outright (SIGKILL, a
+    # crash, the machine going down) still leaves the results of the files it finished. Once rewriting a
+    # report grown large costs more than a tenth of the scan's time, it is rewritten less often.
+    checkpoints = [path for path in (json_out, report_dir and report_dir / REPORT_JSON) if path is not None]
+    written_at, write_s, warned = 0.0, 0.0, False
+
+    def checkpoint(force: bool = False) -> None:
+        nonlocal written_at, write_s, warned
+        start = time.perf_counter()
+        if not checkpoints or (not force and start - written_at < 10 * write_s):
+            return
+        snapshot = report(finished=False)
+        for path in checkpoints:
+            try:
+                write_report(snapshot, path)
+            except OSError as error:
+                if force:  # before the scan: better to stop now than to scan for nothing
+                    fail(f"cannot write the report to {path}: {error.strerror or error}")
+                if not warned:
+                    err.print(f"[yellow]warning:[/] the report so far could not be written to {escape(str(path))} "
+                              f"({escape(error.strerror or str(error))}); trying again after each file",
+                              highlight=False)
+                    warned = True
+        written_at = time.perf_counter()
+        write_s = written_at - start
+
+    checkpoint(force=True)
+    with Scanner(None, options, judge=judge) as scanner, Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        try:
+            for path in files:
+                # A file name is text, not markup, and a newline in it must not break the bar's line.
+                task = progress.add_task(escape(shown_path(path.name)), total=_expected_frames(path, options),
+                                         rate="")
+                tick = _rate_ticker(progress, task)
+                results.append(scanner.scan_file(path, on_frame=tick))
+                progress.remove_task(task)
+                print_file_line(results[-1])
+                checkpoint()
+        except ScanInterrupted as stop:
+            results.append(stop.result)
+            interrupted = True
+        except KeyboardInterrupt:
+            interrupted = True
+            err.print("[yellow]interrupted: keeping the results so far[/]")
+    print_summary(results, judge.trained, ensemble=judge.is_ensemble)
+    if json_out is not None or report_dir is not None:
+        final = report(finished=True)
+    if json_out is not None:
+        try:
+            write_report(final, json_out)
+        except OSError as error:
+            fail(f"the report could not be written to {json_out}: {error.strerror or error}", EXIT_INCOMPLETE)
+        err.print(f"report written to {escape(str(json_out))}", highlight=False)
+    if report_dir is not None:
+        if judge.is_ensemble:
+            err.print("[yellow]note:[/] heat maps are drawn per detector: the report has none for the ensemble "
+                      "(run `deepscan explain --method NAME --from REPORT` with a member)")
+        _write_scan_report(final, report_dir, judge.members[0], config, pdf=pdf,
+                           explain_faces=not interrupted and not judge.is_ensemble)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if all(result.status == "complete" for result in results) and len(results) == len(files) else EXIT_INCOMPLETE
+
+
+def _judge_for(options):
+    """The scan's judge (one calibrated detector, or the ensemble), its config and weights for the report."""
+    from deepscan.ensemble import ENSEMBLE, EnsembleConfig, EnsembleWeights, plan_ensemble
+    from deepscan.scan import Judge
+    from deepscan.weights import build_detector
+
+    if options.method != ENSEMBLE:
+        detector, resolved = build_detector(options.method, options.weights)
+        return Judge.single(detector, resolved, options.threshold), detector.config, resolved
+    plan = plan_ensemble()
+    for line in plan.skipped:
+        err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
+    judge = Judge.ensemble(plan, options.threshold)
+    err.print(f"ensemble of {', '.join(m.name for m in judge.members)}: mean calibrated P(fake), threshold "
+              f"{judge.threshold:g} ({judge.threshold_source})", highlight=False)
+    return judge, EnsembleConfig(), EnsembleWeights(len(judge.members))
+
+
+def _expected_frames(path: Path, options) -> int | None:
+    from deepscan.media.errors import MediaError
+    from deepscan.media.images import media_kind
+    from deepscan.media.video import probe_video
+
+    try:
+        if media_kind(path) == "image":
+            return 1
+        info = probe_video(path)
+    except (MediaError, OSError):
+        return None
+    if options.every_frame:
+        return info.frame_count
+    return int(info.duration_s * options.fps) + 1 if info.duration_s else None
+
+
+def _rate_ticker(progress, task):
+    import time
+
+    start = time.perf_counter()
+    count = 0
+
+    def tick() -> None:
+        nonlocal count
+        count += 1
+        elapsed = time.perf_counter() - start
+        progress.update(task, advance=1, rate=f"{count / elapsed:.1f} frames/s" if elapsed > 0 else "")
+
+    return tick
+
+
+REPORT_TRACKS_EXPLAINED = 3  # most suspicious tracks per file whose top face the HTML report explains
+
+
+def _write_scan_report(report: dict, folder: Path, member, config, *, pdf: bool, explain_faces: bool) -> None:
+    """``member``: the scan's detector with its calibration, so that heat-map figures state the P(fake) the scan
+    recorded."""
+    from deepscan.explain import ExplainError, explain_recorded_faces
+    from deepscan.report.html import write_scan_report
+
+    explanations: dict[int, list] = {}
+    trained = bool(report["custody"]["weights"]["trained"])
+    if explain_faces:
+        with err.status("explaining the most suspicious faces for the report..."):
+            for index, entry in enumerate(report["files"]):
+                try:
+                    explanations[index] = list(
+                        explain_recorded_faces(
+                            member.detector,
+                            entry,
+                            report["custody"]["parameters"],
+                            max_tracks=REPORT_TRACKS_EXPLAINED,
+                            trained=trained,
+                            calibration=member.calibration,
+                        )
+                    )
+                except ExplainError as error:
+                    err.print(f"[yellow]warning:[/] no heat maps for {escape(str(error))}", highlight=False)
+    written = write_scan_report(report, folder, explanations, pdf=pdf, detector_summary=config.summary)
+    err.print(f"HTML report written to {written[1]}" + (f" (and {written[2].name})" if pdf else ""))
