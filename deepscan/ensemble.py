@@ -14,7 +14,10 @@ The rule, stated once:
   0.5 means "more likely forged than not"; the members' own thresholds are not averaged, because each was chosen
   for its own score distribution, and their mean has no such meaning for the mean score;
 - each member's own track score and label (at its own threshold) and the members' agreement with the ensemble
-  are reported beside it.
+  are reported beside it;
+- ``--without NAME`` leaves a member out by the user's choice (a slow one, or one distrusted for a case). The
+  ensemble card's threshold was chosen for the mean of its own members, so an ensemble without one of them
+  falls back to 0.5 and says so.
 """
 
 from __future__ import annotations
@@ -104,13 +107,28 @@ def _candidates(card: EnsembleCard | None) -> list[str]:
     return list(card.members)
 
 
-def plan_ensemble() -> EnsemblePlan:
-    """Which detectors the ensemble uses, with their weights, and its threshold."""
+def _check_without(without: list[str]) -> None:
+    from deepscan.detectors import UnknownDetectorError, get_config
+
+    for name in without:
+        try:
+            get_config(name)
+        except UnknownDetectorError as error:
+            raise EnsembleError(f"--without: {error}") from None
+
+
+def plan_ensemble(without: list[str] | tuple[str, ...] = ()) -> EnsemblePlan:
+    """Which detectors the ensemble uses, with their weights, and its threshold; ``without``: detectors the user
+    leaves out."""
     from deepscan.detectors import get_config
 
+    _check_without(list(without))
     card = ensemble_card()
     members, skipped = [], []
     for name in _candidates(card):
+        if name in without:
+            skipped.append(f"{name}: left out by --without")
+            continue
         try:
             resolved = resolve_detector_weights(get_config(name))
         except WeightsUnavailableError as error:  # not to be had here and now: left out, unless the card names it
@@ -125,10 +143,16 @@ def plan_ensemble() -> EnsemblePlan:
         elif card is not None and card.members is not None:
             raise EnsembleError(f"{ENSEMBLE_CARD} lists {name}, which has no trained weights here; {what_to_do()}")
     if not members:
+        if without:
+            raise EnsembleError(f"--method ensemble --without {' '.join(without)}: no member with trained weights "
+                                "is left")
         raise EnsembleError(
             "--method ensemble: no detector has trained weights (bundled, cached or on the hub); "
             "train one with `deepscan train`, or scan with --method NAME --weights FILE"
         )
+    if card is not None and card.members is not None and any(name in without for name in card.members):
+        return EnsemblePlan(members, DEFAULT_THRESHOLD, "default: --without changed the members the ensemble "
+                            "card's threshold was chosen for", skipped)
     if card is not None:
         return EnsemblePlan(members, card.calibration.threshold, "ensemble card", skipped)
     return EnsemblePlan(members, DEFAULT_THRESHOLD, "default", skipped)

@@ -393,3 +393,36 @@ def test_the_summary_shows_a_file_name_that_is_not_utf8_escaped_as_the_errors_do
     monkeypatch.setattr(cli, "out", Console(file=printed, width=200))
     cli.print_summary([result], trained=True)
     assert "bad\\xffname\\nclip.mp4" in printed.getvalue()
+
+
+def test_ensemble_without_a_member_leaves_it_out_and_drops_the_cards_threshold(tmp_path, portrait_jpg, shipped,
+                                                                                calibration_card):
+    import json
+
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)
+    shipped.add("tiny_b", -2.5)
+    (shipped.folder / "ensemble.card.json").write_text(json.dumps({
+        "schema": "deepscan.ensemble-card", "members": ["tiny_a", "tiny_b"],
+        "calibration": {"threshold": 0.6, "threshold_rule": "test"}}))
+    shipped.seal()
+    result, report = _scan_json(tmp_path, portrait_jpg, "--method", "ensemble")
+    decision = report["custody"]["decision"]
+    assert [m["name"] for m in decision["members"]] == ["tiny_a", "tiny_b"] and decision["threshold"] == 0.6
+
+    result, report = _scan_json(tmp_path, portrait_jpg, "--method", "ensemble", "--without", "tiny_b")
+    assert result.exit_code == 0, result.output
+    assert "ensemble: left out tiny_b: left out by --without" in result.stderr
+    decision = report["custody"]["decision"]
+    assert [m["name"] for m in decision["members"]] == ["tiny_a"]
+    # The card's 0.6 was chosen for the mean of both members: without one, the calibrated default, said so.
+    assert decision["threshold"] == 0.5 and "--without" in decision["threshold_source"]
+
+
+def test_without_is_checked_before_any_work(portrait_jpg, shipped, calibration_card):
+    shipped.add("tiny_a", 2.0, calibration=calibration_card)
+    result = run("scan", portrait_jpg, "--without", "tiny_a")
+    assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "needs --method ensemble" in result.stderr
+    result = run("scan", portrait_jpg, "--method", "ensemble", "--without", "nosuch")
+    assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "--without" in result.stderr
+    result = run("scan", portrait_jpg, "--method", "ensemble", "--without", "tiny_a")
+    assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "no member" in result.stderr

@@ -215,6 +215,12 @@ def test_evaluate_ensemble_as_the_scan_judges_with_members_scored_once(tmp_path,
     assert ensemble["conditions"]["jpeg@50"]["auc_drop"]["frame"] is not None
     assert ensemble["weights"]["model_card"]["path"].endswith("ensemble.card.json")
     assert [m["method"] for m in ensemble["weights"]["members"]] == ["tiny_a", "tiny_b"]
+
+    result = runner.invoke(app, ["evaluate", "-m", "ensemble", str(face_folder), "--cache-dir", str(tmp_path / "c"),
+                                 "--bootstrap", "0", "--out", str(tmp_path / "without"), "--without", "tiny_b"])
+    assert result.exit_code == 0, result.output
+    [ensemble] = json.loads((tmp_path / "without" / "results.json").read_text())["methods"]
+    assert [m["method"] for m in ensemble["weights"]["members"]] == ["tiny_a"]
     assert [row["threshold"] for row in card_threshold_rows(results["methods"])] == ["0.100 (card)", "0.700 (card)"]
     assert (out / "hist_ensemble_frame.png").is_file()
 
@@ -253,6 +259,8 @@ def test_the_ensemble_without_a_card_uses_every_trained_detector_at_0_5(tmp_path
     [
         (["-m", "ensemble", "--weights", "x.safetensors"], "each member's own"),
         (["-m", "tiny_a", "-m", "ensemble", "--weights", "shipped", "--weights", "x.safetensors"], "each member's own"),
+        (["-m", "tiny_a", "--without", "tiny_a"], "needs --method ensemble"),
+        (["-m", "ensemble", "--without", "tiny_a"], "no member with trained weights is left"),
     ],
 )
 def test_weights_for_the_ensemble_are_a_usage_error(tmp_path, face_folder, shipped, calibration_card, args, message):

@@ -52,6 +52,9 @@ def evaluate(
     ),
     score_cache: bool = typer.Option(True, "--score-cache/--no-score-cache", help="Reuse and keep scores."),
     compression: str = typer.Option("c23", help="FF++ compression folder: raw, c23 or c40."),
+    without: Optional[List[str]] = typer.Option(
+        None, "--without", metavar="NAME", help="With --method ensemble: leave this member out (repeatable)."
+    ),
 ) -> None:
     """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, and false alarms and fakes
     caught at the model card's threshold, per frame and per video, on calibrated P(fake)."""
@@ -62,6 +65,6 @@ def evaluate(
     options = EvaluateOptions(
         data=data, methods=methods, weights=weights or [], val=val or [], perturb=perturb or [], out_dir=out_dir,
         frames_per_video=frames_per_video, batch_size=batch_size, device=device, bootstrap=bootstrap, seed=seed,
-        cache_dir=cache_dir, use_score_cache=score_cache, compression=compression,
+        cache_dir=cache_dir, use_score_cache=score_cache, compression=compression, without=without or [],
     )
     raise typer.Exit(run_evaluate(options, out, err))

@@ -21,6 +21,7 @@ from deepscan.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED
         "  deepscan scan case-42/ --json case-42.json --fps 4\n\n"
         "  deepscan scan clip.mp4 --method faclue --weights my-detector.safetensors --every-frame\n\n"
         "  deepscan scan suspect.mp4 --method ensemble\n\n"
+        "  deepscan scan suspect.mp4 --method ensemble --without sficonv\n\n"
         "  deepscan scan suspect.mp4 --report case-42-report/ --pdf"
     )
 )
@@ -52,6 +53,10 @@ def scan(
         "suspicious faces, chain of custody) and report.json into this folder.",
     ),
     pdf: bool = typer.Option(False, "--pdf", help="With --report: also write report.pdf."),
+    without: Optional[List[str]] = typer.Option(
+        None, "--without", metavar="NAME", help="With --method ensemble: leave this member out (repeatable), "
+        "e.g. --without ralf to skip the slowest."
+    ),
 ) -> None:
     """Scan videos and images for forged faces: a verdict per face track and per file."""
     from deepscan.scan import ScanOptions
@@ -60,6 +65,8 @@ def scan(
         fail("--pdf needs --report DIR (the PDF is written beside the HTML report)")
     if method == "ensemble" and weights is not None:
         fail("--weights picks one detector's weights; the ensemble uses each member's own (see `deepscan models`)")
+    if without and method != "ensemble":
+        fail("--without leaves members out of the ensemble: it needs --method ensemble")
 
     options = ScanOptions(
         method=method,
@@ -72,11 +79,12 @@ def scan(
         tile=tile,
         threshold=threshold,
     )
-    raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf))
+    raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf, without=without or []))
 
 
 def _run_scan(
-    inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False
+    inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False,
+    without: list[str] | tuple[str, ...] = (),
 ) -> int:
     import time
 
@@ -89,7 +97,7 @@ def _run_scan(
     from deepscan.scan import ScanInterrupted, Scanner
 
     started_at = utc_now()
-    judge, config, resolved = _judge_for(options)
+    judge, config, resolved = _judge_for(options, without)
     files = discover_media(inputs)
     if not files:
         fail("no image or video found in the given folders")
@@ -186,7 +194,7 @@ def _run_scan(
     return 0 if all(result.status == "complete" for result in results) and len(results) == len(files) else EXIT_INCOMPLETE
 
 
-def _judge_for(options):
+def _judge_for(options, without: list[str] | tuple[str, ...] = ()):
     """The scan's judge (one calibrated detector, or the ensemble), its config and weights for the report."""
     from deepscan.ensemble import ENSEMBLE, EnsembleConfig, EnsembleWeights, plan_ensemble
     from deepscan.scan import Judge
@@ -195,7 +203,7 @@ def _judge_for(options):
     if options.method != ENSEMBLE:
         detector, resolved = build_detector(options.method, options.weights)
         return Judge.single(detector, resolved, options.threshold), detector.config, resolved
-    plan = plan_ensemble()
+    plan = plan_ensemble(without)
     for line in plan.skipped:
         err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
     judge = Judge.ensemble(plan, options.threshold)

@@ -27,6 +27,7 @@ class EvaluateOptions:
     cache_dir: Path | None = None  # faces and scores; default: $DEEPSCAN_CACHE or ~/.cache/deepscan
     use_score_cache: bool = True
     compression: str = "c23"
+    without: list[str] = field(default_factory=list)  # ensemble members the user leaves out
 
 
 def _conditions(specs: list[str]) -> list[tuple[str, float]]:
@@ -58,13 +59,15 @@ def _detectors(options: EvaluateOptions):
             f"give one --weights per --method, in the same order (got {len(options.weights)} for "
             f"{len(options.methods)}); use --weights shipped for a method's default weights"
         )
+    if options.without and ENSEMBLE not in options.methods:
+        raise EvaluationError("--without leaves members out of the ensemble: it needs --method ensemble")
     specs = options.weights or ["shipped"] * len(options.methods)
     found = []
     for method, spec in zip(options.methods, specs):
         if method == ENSEMBLE:
             if spec != "shipped":
                 raise EvaluationError(ENSEMBLE_WEIGHTS_ERROR)
-            found.append((method, None, plan_ensemble()))
+            found.append((method, None, plan_ensemble(options.without)))
             continue
         config = get_config(method)
         found.append((method, config, resolve_detector_weights(config, None if spec == "shipped" else spec)))
