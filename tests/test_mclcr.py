@@ -251,3 +251,24 @@ def test_ablation_switches_remove_their_part_and_still_give_a_loss(switches, fus
         assert set(out.terms) == {"ce", "supcon"}
     else:  # eq. 15 with alpha = 0: plain cross-entropy
         assert set(out.terms) == {"ce"} and out.loss.item() == pytest.approx(out.terms["ce"])
+
+
+@pytest.mark.parametrize("backbone, ssf_widths", [("efficientnet_lite0", [16, 24, 40]), ("mobilenetv2_100", [16, 24, 32])])
+def test_a_reachable_imagenet_backbone_feeds_the_ssrb_from_its_first_three_stages(backbone, ssf_widths):
+    torch.manual_seed(0)
+    detector = create_detector("mclcr", image_size=SMALL, backbone=backbone)
+    assert list(detector._stage_channels().values()) == ssf_widths
+    global_feature, shallow = detector.spatial_features(torch.rand(2, 3, SMALL, SMALL))
+    assert global_feature.shape == (2, 1024) and [s.shape[1] for s in shallow] == ssf_widths
+    assert detector.encoder.in_features == sum(ssf_widths) + 1024 + 2 * 256
+    detector.train()
+    (cam_layer,) = detector.cam_target_layers()
+    assert cam_layer is detector.backbone.bn2
+    out = detector.loss(torch.rand(4, 3, SMALL, SMALL), torch.tensor([0, 1, 1, 0]))
+    out.loss.backward()
+    assert detector.backbone.blocks[0][0].conv_dw.weight.grad.abs().sum() > 0  # the tapped first stage learns
+
+
+def test_an_unknown_backbone_is_refused_naming_the_choices():
+    with pytest.raises(TypeError, match="legacy_xception, efficientnet_lite0, mobilenetv2_100"):
+        create_detector("mclcr", image_size=SMALL, backbone="resnet50")

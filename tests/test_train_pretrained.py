@@ -102,3 +102,14 @@ def test_pickled_code_is_never_run(tmp_path):
     torch.save({"weight": Payload()}, path)
     with pytest.raises(PretrainedError, match="not a readable checkpoint"):
         read_checkpoint(path)
+
+
+def test_lite0_checkpoint_lands_in_the_mclcr_backbone_but_not_its_resized_classifier(lite0_checkpoint):
+    path, reference = lite0_checkpoint
+    detector = create_detector("mclcr", image_size=64, backbone="efficientnet_lite0")
+    into = [["backbone.conv_stem", "backbone.bn1", "backbone.blocks", "backbone.conv_head", "backbone.bn2"]]
+    apply_pretrained(detector, PretrainedSpec(path=path, format="efficientnet_pytorch", into=into))
+    own = detector.state_dict()
+    assert torch.equal(own["backbone.conv_stem.weight"], reference["conv_stem.weight"])
+    assert torch.equal(own["backbone.conv_head.weight"], reference["conv_head.weight"])
+    assert own["backbone.classifier.weight"].shape == (1024, 1280)  # GF's 1024, not ImageNet's 1000 classes

@@ -42,6 +42,12 @@ Interpretations where the paper is silent or self-contradictory:
   positive), so that it is on the scale of the mean cross-entropy it is mixed with.
 - Dropout: the paper sets "all dropout layers" to 0.5 without saying where they are; there is one, on F_E before
   the classifier. The encoder and projection are single linear layers as sec. 3.4 says.
+- ``backbone`` (default ``legacy_xception``, the paper's): EfficientNet-Lite0 or MobileNetV2 (timm), whose ImageNet
+  weights are reachable offline (deepscan.detectors.pretrained) where Xception's are not. The SSRB then taps their
+  first three stages (``blocks[0..2]``, strides 2, 4 and 8, as Xception's blocks 1-3), whose narrower maps give
+  SSF vectors of 16 + 24 + 40 values instead of 64 + 128 + 256, and GF comes from their head conv (1280 channels)
+  pooled and re-sized to 1024 as Xception's is. A recipe starts them from ImageNet with
+  ``pretrained: {into: [[backbone.conv_stem, backbone.bn1, backbone.blocks, backbone.conv_head, backbone.bn2]]}``.
 - The 2-class FC head is kept; the detector's single fake logit is ``logit_fake - logit_real``, so its sigmoid is
   exactly the softmax probability of "fake", and the 2-class cross-entropy equals BCE on that logit.
 """
@@ -179,12 +185,19 @@ class FrequencyBranch(nn.Module):
         return self.amplitude_mixer(amplitude_tokens), self.phase_mixer(phase_tokens)
 
 
+# The spatial backbones (timm names) and the layer Grad-CAM reads: Xception, the paper's, and the two whose ImageNet
+# weights are reachable offline (timm's EfficientNet class: stem, seven stages, head conv).
+SPATIAL_BACKBONES = {"legacy_xception": "backbone.act4", "efficientnet_lite0": "backbone.bn2",
+                     "mobilenetv2_100": "backbone.bn2"}
+
+
 class MCLCR(Detector):
     """Xception + SSRB (spatial) and patch-wise amplitude/phase with PAPDA and Mixers (frequency), SupCon + CE."""
 
     def __init__(
         self,
         pretrained: bool = False,
+        backbone: str = "legacy_xception",
         image_size: int = 256,
         patch_size: int = 16,
         frequency_dim: int = 256,
@@ -204,10 +217,13 @@ class MCLCR(Detector):
 
         if not 0.0 <= supcon_weight <= 1.0:
             raise ValueError(f"supcon_weight (alpha of eq. 15) must lie in [0, 1], got {supcon_weight}")
+        if backbone not in SPATIAL_BACKBONES:
+            raise TypeError(f"MC-LCR: backbone must be one of {', '.join(SPATIAL_BACKBONES)}, not {backbone!r}")
+        self.backbone_name = backbone
         self.image_size = image_size
         self.temperature = temperature
         self.supcon_weight = supcon_weight if use_supcon else 0.0
-        self.backbone = timm.create_model("legacy_xception", pretrained=pretrained, num_classes=global_dim)
+        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=global_dim)
         self.ssrb = ShallowStyleRepresentation() if use_ssrb else None
         self.frequency = (
             FrequencyBranch(image_size, patch_size, frequency_dim, attention_heads) if use_papda else None
@@ -219,25 +235,45 @@ class MCLCR(Detector):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoding_dim, 2)
 
+    @property
+    def _is_xception(self) -> bool:
+        return self.backbone_name == "legacy_xception"
+
     def _stage_channels(self) -> dict[str, int]:
-        return {
-            "b1": self.backbone.conv2.out_channels,
-            "b2": self.backbone.block1.skip.out_channels,
-            "b3": self.backbone.block2.skip.out_channels,
-        }
+        net = self.backbone
+        if self._is_xception:
+            return {"b1": net.conv2.out_channels, "b2": net.block1.skip.out_channels, "b3": net.block2.skip.out_channels}
+        return {f"b{index + 1}": [m for m in net.blocks[index].modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+                for index in range(3)}
+
+    def _stages(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Normalised face -> the three shallow stage outputs the SSRB reads, and the last feature map."""
+        net = self.backbone
+        if self._is_xception:
+            b1 = net.act2(net.bn2(net.conv2(net.act1(net.bn1(net.conv1(x))))))
+            b2 = net.block1(b1)
+            b3 = net.block2(b2)
+            deep = b3
+            for index in range(3, 13):
+                deep = getattr(net, f"block{index}")(deep)
+            return [b1, b2, b3], net.act4(net.bn4(net.conv4(net.act3(net.bn3(net.conv3(deep))))))
+        b1 = net.blocks[0](net.bn1(net.conv_stem(x)))
+        b2 = net.blocks[1](b1)
+        b3 = net.blocks[2](b2)
+        deep = b3
+        for stage in net.blocks[3:]:
+            deep = stage(deep)
+        return [b1, b2, b3], net.bn2(net.conv_head(deep))
 
     def spatial_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Normalised face -> GF ``(B, 1024)`` and the SSF vectors of blocks 1-3 (empty without SSRB)."""
-        net = self.backbone
-        b1 = net.act2(net.bn2(net.conv2(net.act1(net.bn1(net.conv1(x))))))
-        b2 = net.block1(b1)
-        b3 = net.block2(b2)
-        deep = b3
-        for index in range(3, 13):
-            deep = getattr(net, f"block{index}")(deep)
-        deep = net.act4(net.bn4(net.conv4(net.act3(net.bn3(net.conv3(deep))))))
-        shallow = [self.ssrb(stage) for stage in (b1, b2, b3)] if self.ssrb is not None else []
-        return net.forward_head(deep), shallow
+        stages, deep = self._stages(x)
+        shallow = [self.ssrb(stage) for stage in stages] if self.ssrb is not None else []
+        return self.backbone.forward_head(deep), shallow
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        # The registered target is Xception's; another backbone names its own last feature layer.
+        return [self.get_submodule(SPATIAL_BACKBONES[self.backbone_name])]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Face crops in [0, 1] -> F_E ``(B, 1024)``."""
