@@ -15,8 +15,9 @@ from deepscan.calibration import Calibration
 from deepscan.cli import app
 from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.evaluate.report import card_threshold_rows
-from deepscan.evaluate.runner import (EnsembleMember, EnsembleThreshold, Sample, ScoreCache, evaluate_ensemble,
-                                      evaluate_method)
+from deepscan.evaluate.runner import EnsembleMember, EnsembleThreshold, evaluate_ensemble, evaluate_method
+from deepscan.evaluate.samples import Sample
+from deepscan.evaluate.scores import ScoreCache
 from deepscan.media.synthetic import portrait, second_portrait
 
 runner = CliRunner()

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from deepscan.cli import app
 from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.evaluate import report
-from deepscan.evaluate.runner import LEVELS, Sample, ScoreCache, evaluate_method
+from deepscan.evaluate.runner import LEVELS, evaluate_method
+from deepscan.evaluate.samples import Sample
+from deepscan.evaluate.scores import ScoreCache
 from deepscan.media.synthetic import portrait, second_portrait
 
 

@@ -9,9 +9,10 @@ from PIL import Image
 
 from deepscan.calibration import Calibration
 from deepscan.detectors.base import Detector, DetectorConfig
-from deepscan.evaluate import runner
-from deepscan.evaluate.runner import (Sample, ScoreCache, aggregate_videos, evaluate_method, logit_cache_key,
-                                      sample_logits)
+from deepscan.evaluate import samples as runner_samples
+from deepscan.evaluate.runner import aggregate_videos, evaluate_method
+from deepscan.evaluate.samples import Sample
+from deepscan.evaluate.scores import ScoreCache, logit_cache_key, sample_logits
 
 
 class BrightnessDetector(Detector):
@@ -127,14 +128,14 @@ def test_dataset_layouts_are_recognised(tmp_path):
     (tmp_path / "plain").mkdir()
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("path,label,split\nx.mp4,1,test\n")
-    assert runner.dataset_source(tmp_path / "ffpp", "val").split == "val"
-    assert runner.dataset_source(tmp_path / "celeb", "test").kind == "celebdf"
-    assert runner.dataset_source(tmp_path / "plain", "test").kind == "folder"
-    assert runner.dataset_source(csv_path, "test").split == "test"
-    with pytest.raises(runner.EvaluationError):
-        runner.dataset_source(tmp_path / "celeb", "val")
-    assert runner.manipulation_of(Path("/r/manipulated_sequences/NeuralTextures/c23/videos/1_2.mp4"), 1) == "NeuralTextures"
-    assert runner.manipulation_of(Path("/r/fake/1.mp4"), 1) == "fake"
+    assert runner_samples.dataset_source(tmp_path / "ffpp", "val").split == "val"
+    assert runner_samples.dataset_source(tmp_path / "celeb", "test").kind == "celebdf"
+    assert runner_samples.dataset_source(tmp_path / "plain", "test").kind == "folder"
+    assert runner_samples.dataset_source(csv_path, "test").split == "test"
+    with pytest.raises(runner_samples.EvaluationError):
+        runner_samples.dataset_source(tmp_path / "celeb", "val")
+    assert runner_samples.manipulation_of(Path("/r/manipulated_sequences/NeuralTextures/c23/videos/1_2.mp4"), 1) == "NeuralTextures"
+    assert runner_samples.manipulation_of(Path("/r/fake/1.mp4"), 1) == "fake"
 
 
 def test_scores_of_an_untrained_detector_are_never_cached(tmp_path):

@@ -82,7 +82,7 @@ def test_every_user_facing_error_is_a_deepscan_error_and_keeps_its_builtin_base(
     from deepscan.detectors.ralf import PerceptualNetworkError
     from deepscan.ensemble import EnsembleError
     from deepscan.evaluate.perturb import PerturbationError
-    from deepscan.evaluate.runner import EvaluationError
+    from deepscan.evaluate.samples import EvaluationError
     from deepscan.explain import ExplainError
     from deepscan.media.errors import MediaError, PartialMediaError
     from deepscan.media.faces import FaceModelError

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from deepscan.evaluate.runner import EvaluationError
+from deepscan.evaluate.samples import EvaluationError
 
 
 @dataclass
@@ -98,7 +98,8 @@ def _ensemble_members(plan, device: str):
     calibration and logit cache key; the ensemble's custody for results.json; and its threshold."""
     from deepscan.calibration import CalibrationError
     from deepscan.ensemble import ENSEMBLE_CARD, ensemble_card
-    from deepscan.evaluate.runner import EnsembleMember, EnsembleThreshold, logit_cache_key
+    from deepscan.evaluate.runner import EnsembleMember, EnsembleThreshold
+    from deepscan.evaluate.scores import logit_cache_key
     from deepscan.runtime import sha256_file
     from deepscan.scan import Judge
     from deepscan.weights import WeightsError, shipped_weights_dir
@@ -157,8 +158,9 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
 
     from deepscan.ensemble import ENSEMBLE
     from deepscan.evaluate.report import tables, write_outputs
-    from deepscan.evaluate.runner import (ScoreCache, collect_samples, evaluate_ensemble, evaluate_method,
-                                          logit_cache_key)
+    from deepscan.evaluate.runner import evaluate_ensemble, evaluate_method
+    from deepscan.evaluate.samples import collect_samples
+    from deepscan.evaluate.scores import ScoreCache, logit_cache_key
     from deepscan.runtime import face_cache_dir, score_cache_path, select_device
 
     conditions = _conditions(options.perturb)

@@ -20,7 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from deepscan.evaluate.runner import CARD_THRESHOLD_LEVELS, LEVELS, MethodRun, Sample, level_arrays
+from deepscan.evaluate.runner import CARD_THRESHOLD_LEVELS, LEVELS, MethodRun, level_arrays
+from deepscan.evaluate.samples import Sample
 
 LEVEL_TITLES = {"frame": "frame level", "video_mean": "video level (mean of frames)",
                 "video_median": "video level (median of all its faces)"}

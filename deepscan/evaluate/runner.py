@@ -1,21 +1,10 @@
-"""Evaluation runs: datasets -> face samples -> scores (cached) -> frame- and video-level metrics.
-
-Data comes through the shared readers (``deepscan.data.sources``) and the face cache, so evaluation sees
-exactly the faces training would (same detector, frames, crop margin). A *sample* is one face crop of one frame
-of one media file; its *video* is the media file itself (its full path), never a folder name, so that two
-clips in one folder, or two ``000.mp4`` in different folders, stay apart.
+"""Evaluation runs: face samples (``samples``) -> raw logits (``scores``, cached) -> frame- and video-level metrics.
 
 Scores are calibrated P(fake), as the scan reports them: each detector's raw fake-logit goes through its weights'
 model card calibration (``sigmoid(scale * logit + bias)``; the plain sigmoid without one), and the threshold the
 scan takes verdicts at (the card's) gets rates of its own, per face and per file (the median of all the file's
 faces). The per-file rate is not the scan's verdict rate: a scan judges per face track, on the faces inside the
-detector's reliable range only, where evaluation takes every face of the file. The *raw logits* are what is
-cached, in a SQLite file keyed by (model, sample, perturbation, strength), so that a changed card (a new
-calibration or threshold) takes effect at once and never meets a stale score: ``model`` is the weights' sha256
-with the detector's input size and architecture settings (see
-:func:`logit_cache_key`; untrained detectors, whose random scores differ run to run, are never cached) and
-``sample`` a hash of the face's cache entry (the media file's sha256 and extraction parameters), its index, and
-the framing: re-running with other metrics or more perturbations only scores what is new.
+detector's reliable range only, where evaluation takes every face of the file.
 
 The ensemble (``-m ensemble``, :func:`evaluate_ensemble`) is measured as a scan judges with it: per sample the
 mean of its members' calibrated P(fake), each member scoring the face at its own input size through its own
@@ -29,20 +18,16 @@ threshold is still given.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import sqlite3
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from deepscan.calibration import Calibration
-from deepscan.data.framing import DEFAULT_CACHE_MARGIN, DEFAULT_MARGIN
-from deepscan.errors import DeepscanError
 from deepscan.evaluate import metrics
-from deepscan.evaluate.perturb import apply_perturbation, condition_name
+from deepscan.evaluate.perturb import condition_name
+from deepscan.evaluate.samples import EvaluationError, Sample
+from deepscan.evaluate.scores import ScoreCache, sample_logits
 
 CLEAN = ("none", 0.0)
 VIDEO_AGGREGATES = {"video_mean": "mean of the frame scores", "video_median": "median of all the file's face scores"}
@@ -54,258 +39,6 @@ CARD_THRESHOLD_LEVEL_MEANING = {
     "video_median": "per file (median of all its faces), without the reliable range: not the scan's verdict rate, "
                     "which is per face track and counts only faces inside the reliable range",
 }
-
-
-class EvaluationError(DeepscanError, ValueError):
-    """Data or options that cannot be evaluated; one line for the user."""
-
-
-# --- datasets --------------------------------------------------------------------------------------------------
-
-
-def _csv_has_split(path: Path) -> bool:
-    try:
-        with open(path, newline="") as handle:
-            return "split" in (next(csv.reader(handle), None) or [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-
-
-def dataset_source(path: Path, part: str, compression: str = "c23"):
-    """The training reader's source spec for DATA, the layout recognised from what the path holds.
-
-    ``part`` is ``test`` for DATA and ``val`` for --val: FF++ uses its official split of that name, Celeb-DF its
-    test list (it has no validation split: --val must then be another dataset), a CSV its ``split`` column when
-    it has one.
-    """
-    from deepscan.data.sources import CelebDFSource, FaceForensicsSource, FolderSource, VideoCSVSource
-
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return VideoCSVSource(kind="video_csv", csv=path, split=part if _csv_has_split(path) else None)
-    if not path.is_dir():
-        raise EvaluationError(f"{path}: not a folder or a labels CSV")
-    if (path / "original_sequences").is_dir() or (path / "manipulated_sequences").is_dir():
-        return FaceForensicsSource(kind="faceforensics", root=path, split=part, compression=compression)
-    if (path / "Celeb-synthesis").is_dir():
-        if part != "test":
-            raise EvaluationError(f"{path}: Celeb-DF has no validation split; pass another dataset to --val")
-        return CelebDFSource(kind="celebdf", root=path, split="test")
-    return FolderSource(kind="folder", path=path)
-
-
-def manipulation_of(path: Path, label: int) -> str:
-    """FF++ keeps each method's fakes under manipulated_sequences/<method>/; other layouts name none."""
-    if label == 0:
-        return "real"
-    parts = path.parts
-    if "manipulated_sequences" in parts:
-        at = parts.index("manipulated_sequences")
-        if at + 1 < len(parts):
-            return parts[at + 1]
-    return "fake"
-
-
-@dataclass(frozen=True)
-class Sample:
-    key: str  # stable hash of what the detector sees (before any perturbation)
-    dataset: str
-    video: str  # the media file: frames of one video share it
-    label: int
-    manipulation: str
-    frame_index: int
-    face_path: Path  # cached crop (PNG)
-    keypoints: np.ndarray = field(compare=False, repr=False)
-
-
-@dataclass
-class SampleSet:
-    samples: list[Sample]
-    media_files: int = 0
-    faceless: list[str] = field(default_factory=list)  # media files with no face: no score, no verdict
-    unreadable: int = 0
-
-
-def collect_samples(
-    data: Sequence[Path],
-    part: str,
-    *,
-    input_size: int,
-    frames_per_video: int = 8,
-    margin: float = DEFAULT_MARGIN,
-    cache_dir: Path | None = None,
-    compression: str = "c23",
-    on_item: Callable[[], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
-) -> SampleSet:
-    from deepscan.data.face_cache import ExtractionParams, FaceCache, extract_all
-    from deepscan.data.framing import extraction_params
-    from deepscan.data.sources import DataError, describe_source, list_media
-
-    listed = []
-    for path in data:
-        try:
-            source = dataset_source(Path(path), part, compression)
-            items = list_media(source)
-        except DataError as error:
-            raise EvaluationError(str(error)) from None
-        listed.extend((describe_source(source), item) for item in items)
-    if on_total is not None:
-        on_total(len(listed))
-
-    def params_for(item) -> ExtractionParams:
-        return extraction_params(item, input_size=input_size, margin=margin, cache_margin=DEFAULT_CACHE_MARGIN,
-                                 frames_per_video=frames_per_video)
-
-    cache = FaceCache(cache_dir)
-    found, stats = extract_all(cache, [(item.path, item.kind, params_for(item)) for _, item in listed], on_item)
-    result = SampleSet(samples=[], media_files=len(listed), unreadable=stats.failed)
-    for dataset, item in listed:
-        if item.path not in found:
-            continue
-        faces = found[item.path]
-        if not faces:
-            result.faceless.append(str(item.path))
-        video = str(Path(item.path).resolve())
-        for face in faces:
-            identity = f"{face.path.parent.name}/{face.path.name}|{margin}|{input_size}"
-            result.samples.append(
-                Sample(
-                    key=hashlib.sha256(identity.encode()).hexdigest(),
-                    dataset=dataset,
-                    video=video,
-                    label=item.label,
-                    manipulation=manipulation_of(Path(item.path), item.label),
-                    frame_index=face.frame_index,
-                    face_path=face.path,
-                    keypoints=face.keypoints,
-                )
-            )
-    return result
-
-
-def load_face(sample: Sample, input_size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    from PIL import Image
-
-    from deepscan.data.framing import Framing, frame_face
-
-    with Image.open(sample.face_path) as image:
-        crop = np.asarray(image.convert("RGB"))
-    return frame_face(crop, sample.keypoints, DEFAULT_CACHE_MARGIN, input_size, Framing(scale=margin))[0]
-
-
-# --- the score cache -----------------------------------------------------------------------------------------
-
-
-def logit_cache_key(weights_sha256: str | None, input_size: int, architecture: str | dict | None = None) -> str | None:
-    """The ``model`` of the logit cache: what, besides the sample, decides a logit. The weights' sha256, and the
-    input size and architecture settings the detector was built with (they come from the weights' metadata, or,
-    for weights without it, from the model card, which may change). Not the calibration: logits are cached raw.
-    None (nothing cached) for untrained weights."""
-    if weights_sha256 is None:
-        return None
-    import json
-
-    settings = architecture if isinstance(architecture, str) else json.dumps(architecture or {}, sort_keys=True)
-    return f"{weights_sha256}|{int(input_size)}|{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
-
-
-class ScoreCache:
-    """Raw fake-logits, keyed by (model, sample, perturbation, strength): on disk, and in memory for this run.
-    ``path=None`` keeps them for this run only (what ``--no-score-cache`` gives): a logit scored once in a run is
-    never scored again in it, so that an ensemble and its members evaluated together score each face once.
-
-    The table is ``logits``; a ``scores`` table left in the file by earlier versions (calibration-blind
-    sigmoid scores) is never read.
-    """
-
-    def __init__(self, path: Path | None):
-        self.connection = None
-        self.memory: dict[tuple[str, str, float], dict[str, float]] = {}
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(str(path), timeout=30)
-            self.connection.execute(
-                "CREATE TABLE IF NOT EXISTS logits (model TEXT, sample TEXT, perturbation TEXT, strength REAL,"
-                " logit REAL, PRIMARY KEY (model, sample, perturbation, strength))"
-            )
-
-    def get(self, model: str | None, samples: Sequence[str], perturbation: str, strength: float) -> dict[str, float]:
-        if model is None or not samples:
-            return {}
-        remembered = self.memory.get((model, perturbation, float(strength)), {})
-        found = {key: remembered[key] for key in samples if key in remembered}
-        if self.connection is None:
-            return found
-        wanted = [key for key in samples if key not in found]
-        for start in range(0, len(wanted), 500):  # SQLite caps the number of bound parameters
-            chunk = wanted[start : start + 500]
-            rows = self.connection.execute(
-                f"SELECT sample, logit FROM logits WHERE model = ? AND perturbation = ? AND strength = ?"
-                f" AND sample IN ({','.join('?' * len(chunk))})",
-                [model, perturbation, float(strength), *chunk],
-            )
-            found.update(rows.fetchall())
-        return found
-
-    def put(self, model: str | None, logits: dict[str, float], perturbation: str, strength: float) -> None:
-        if model is None or not logits:
-            return
-        self.memory.setdefault((model, perturbation, float(strength)), {}).update(
-            (key, float(value)) for key, value in logits.items())
-        if self.connection is None:
-            return
-        with self.connection:
-            self.connection.executemany(
-                "INSERT OR REPLACE INTO logits VALUES (?, ?, ?, ?, ?)",
-                [(model, key, perturbation, float(strength), float(value)) for key, value in logits.items()],
-            )
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-
-
-def perturbation_seed(sample_key: str, perturbation: str, strength: float) -> int:
-    digest = hashlib.sha256(f"{sample_key}|{perturbation}|{strength:g}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
-# --- scoring -------------------------------------------------------------------------------------------------
-
-
-def sample_logits(
-    detector,
-    model: str | None,
-    samples: Sequence[Sample],
-    condition: tuple[str, float],
-    cache: ScoreCache,
-    *,
-    batch_size: int = 16,
-    load: Callable[[Sample], np.ndarray] | None = None,
-    on_batch: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Raw fake-logit of every sample under ``condition`` (perturbation, strength): cached ones read, the rest
-    scored (and cached under ``model``) through the scan's own :func:`deepscan.scan.face_logits`. The one scoring
-    path: calibrated P(fake) is ``calibration.probability`` of these, as in :func:`evaluate_method`."""
-    from deepscan.scan import face_logits
-
-    perturbation, strength = condition
-    input_size = detector.config.input_size
-    load = load or (lambda sample: load_face(sample, input_size))
-    known = cache.get(model, [s.key for s in samples], perturbation, strength)
-    missing = [index for index, sample in enumerate(samples) if sample.key not in known]
-    for start in range(0, len(missing), batch_size):
-        chunk = [samples[index] for index in missing[start : start + batch_size]]
-        images = [
-            apply_perturbation(load(s), perturbation, strength, perturbation_seed(s.key, perturbation, strength))
-            for s in chunk
-        ]
-        fresh = dict(zip((s.key for s in chunk), face_logits(detector, np.stack(images)).tolist()))
-        cache.put(model, fresh, perturbation, strength)
-        known.update(fresh)
-        if on_batch is not None:
-            on_batch(len(chunk))
-    return np.array([known[s.key] for s in samples], dtype=np.float64)
 
 
 # --- aggregation and metrics ---------------------------------------------------------------------------------
