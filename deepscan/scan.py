@@ -1,8 +1,11 @@
-"""The scan pipeline: media in -> faces -> batches -> scores -> tracks -> verdicts.
+"""The scan: media in -> faces -> batches -> scores -> tracks -> verdicts.
 
-Frames stream one at a time from the decoder; faces are cropped and queued, and the queue is scored in
-batches, so memory stays flat whatever the video's length. Everything a report needs comes back as plain
-dataclasses (``FileResult``); rendering is the caller's job.
+Frames stream from the decoder; faces are found, cropped and scored in batches, so memory stays flat whatever the
+video's length. Everything a report needs comes back as plain dataclasses (``deepscan.scan_results``); rendering
+is the caller's job. Two ways through, with the same results: the pipelined scan (``deepscan.scan_stages``:
+decoding, face detection and scoring on threads of their own, batches across frames and files), and with
+``ScanOptions(pipeline=False)`` the serial loop it is checked against (one frame at a time, in the caller's
+thread).
 
 Scores are calibrated P(fake): each detector's logit goes through its model card's calibration (the identity
 without one), and the track threshold is the card's unless the user gives one. A :class:`Judge` holds what
@@ -12,24 +15,38 @@ own input size.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from deepscan.media.errors import MediaError, PartialMediaError, shown_path
-from deepscan.media.faces import Face, FaceDetector, crop_face
+from deepscan.media.face_search import make_face_search
+from deepscan.media.faces import Face, crop_face
 from deepscan.media.files import file_sha256
 from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import iter_frames, probe_video
+from deepscan.pipeline import Pipeline
+from deepscan.precision import (
+    CPU_BATCH_SIZE,
+    autocast,
+    autocast_dtype,
+    free_gpu_bytes,
+    gpu_batch_size,
+    peak_bytes_per_face,
+)
 from deepscan.reliability import ReliableRange, bits_per_pixel, face_sharpness, strictest
 from deepscan.runtime import select_device
+from deepscan.scan_results import FaceResult, FileResult, ScanInterrupted  # noqa: F401 - also imported from here
 from deepscan.verdicts import (
-    FileVerdict,
     TrackVerdict,
     decide,
     file_verdict,
@@ -53,53 +70,15 @@ class ScanOptions:
     weights: str | None = None
     fps: float = 2.0
     every_frame: bool = False
-    batch_size: int = 16
+    batch_size: int | None = None  # faces per batch; None: 16 on the CPU, from free memory on CUDA (deepscan.precision)
     device: str = "auto"
+    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (deepscan.precision)
     min_face_score: float = 0.5
-    tile: bool = True
+    tile: bool = True  # False: the whole frame only, whatever face_search says (the old --no-tile)
+    face_search: str = "guided"  # "guided", "tiles" or "whole" (deepscan.media.face_search)
     margin: float = 1.3
     threshold: float | None = None  # None: the weights' calibrated threshold (model card), else 0.5
-
-
-@dataclass
-class FaceResult:
-    frame_index: int
-    time_s: float
-    track_id: int
-    box: tuple[float, float, float, float]
-    detection_score: float
-    fake_probability: float = float("nan")  # calibrated; for the ensemble, the mean of its members'
-    face_px: float | None = None  # the face box's longer side, in frame pixels
-    sharpness: float | None = None  # variance of the Laplacian of the grey crop (deepscan.reliability)
-    outside_range: list[str] = field(default_factory=list)  # "too small", "too blurred": outside the reliable range
-    member_probabilities: dict[str, float] | None = None  # ensemble only: each member's calibrated P(fake)
-
-
-@dataclass
-class FileResult:
-    path: str
-    kind: str  # "video" or "image"
-    status: str  # "complete", "partial" or "error"
-    message: str | None = None
-    sha256: str | None = None
-    size_bytes: int | None = None
-    media: dict = field(default_factory=dict)
-    frames_scanned: int = 0
-    faces: list[FaceResult] = field(default_factory=list)
-    tracks: list[TrackVerdict] = field(default_factory=list)
-    verdict: FileVerdict | None = None
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class ScanInterrupted(Exception):
-    """Ctrl-C during a file: carries that file's results so far (status ``partial``)."""
-
-    def __init__(self, result: "FileResult"):
-        super().__init__(result.path)
-        self.result = result
+    pipeline: bool = True  # False: the serial reference loop, one frame at a time in the caller's thread
 
 
 @dataclass
@@ -113,7 +92,11 @@ def face_logits(detector: "Detector", crops: np.ndarray) -> np.ndarray:
     import torch
 
     device = next(iter(detector.state_dict().values()), torch.empty(0)).device
-    batch = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    batch = torch.from_numpy(np.ascontiguousarray(crops))
+    # To a GPU the uint8 crops (a quarter of the bytes of floats) are copied from page-locked memory, which lets
+    # the copy run asynchronously; the result's copy back waits for it.
+    batch = batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
+    batch = batch.permute(0, 3, 1, 2).float().div_(255)
     with torch.inference_mode():
         logits = detector(batch)
     return logits.float().cpu().numpy().astype(np.float64)
@@ -222,20 +205,25 @@ class Judge:
 
 
 class Scanner:
-    """Holds the detector(s) and the face detector for a run over many files.
+    """Holds the detector(s) and the face detector for a run over many files; one scan at a time.
 
     ``Scanner(detector, options, trained=..., weights=...)`` scans with one detector, calibrated by its
     weights' card; ``Scanner(None, options, judge=judge)`` with a prepared :class:`Judge` (the ensemble).
+    Faces are found only through ``self.faces.detect(image)`` (and its ``reset()`` before each file, where it
+    has one), so that any face search with that method can stand in for :class:`FaceDetector`.
     """
 
     def __init__(self, detector: "Detector | None", options: ScanOptions, *, trained: bool | None = None,
                  weights: ResolvedWeights | None = None, judge: Judge | None = None):
         import torch
 
+        if options.batch_size is not None and options.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {options.batch_size}")
         self.options = options
         self.judge = judge or Judge.single(detector, weights, options.threshold, trained=trained)
         self.trained = self.judge.trained
         self.device = torch.device(select_device(options.device))
+        autocast_dtype(options.precision, self.device)  # an unknown or unsupported precision fails here, at once
         for member in self.judge.members:
             # Channels-last suits the convolution kernels (measured 1.3-1.9x on FAClue on the CPU); the crops
             # arrive channels-last already, being a permuted (N, H, W, 3) array.
@@ -243,9 +231,15 @@ class Scanner:
         self.reliable_range = self.judge.reliable_range
         self.crop_sizes = self.judge.crop_sizes
         self.sharpness_size = max(self.crop_sizes)
-        self.faces = FaceDetector(min_score=options.min_face_score, tile=options.tile)
+        self.faces = make_face_search(options.face_search if options.tile else "whole",
+                                      min_score=options.min_face_score)
+        self._measured_batch_size: int | None = None
+        self._scanning = threading.Lock()
+        self._pipeline: Pipeline | None = None  # the pipelined scan's threads, while one runs
 
     def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
         self.faces.close()
 
     def __enter__(self) -> "Scanner":
@@ -254,27 +248,76 @@ class Scanner:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def batch_size(self) -> int:
+        """Faces per batch: the options', else 16 on the CPU, else measured against free GPU memory (once)."""
+        if self.options.batch_size is not None:
+            return self.options.batch_size
+        if self.device.type != "cuda":
+            return CPU_BATCH_SIZE
+        if self._measured_batch_size is None:
+            free = free_gpu_bytes(self.device)
+            with self._autocast():
+                per_face = max(peak_bytes_per_face(member.probabilities, member.input_size, self.device)
+                               for member in self.judge.members)
+            self._measured_batch_size = gpu_batch_size(free, per_face)
+        return self._measured_batch_size
+
     # --- scoring -------------------------------------------------------------------------------
-    def _flush(self, pending: list[_Pending]) -> None:
-        if not pending:
-            return
-        scores = {
-            member.name: member.probabilities(np.stack([p.crops[member.input_size] for p in pending]))
-            for member in self.judge.members
-        }
-        for index, item in enumerate(pending):
-            by_member = {name: float(probabilities[index]) for name, probabilities in scores.items()}
-            item.face.fake_probability = float(np.mean(list(by_member.values())))
-            if self.judge.is_ensemble:
-                item.face.member_probabilities = by_member
-        pending.clear()
+    def _autocast(self):
+        return autocast(self.device, autocast_dtype(self.options.precision, self.device))
+
+    def _score(self, pending: list[_Pending], batch_size: int) -> None:
+        """Give each pending face its calibrated P(fake) (and each member's, for the ensemble), in batches."""
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            with self._autocast():  # per thread: entered in the thread that scores
+                scores = {
+                    member.name: member.probabilities(np.stack([p.crops[member.input_size] for p in batch]))
+                    for member in self.judge.members
+                }
+            for index, item in enumerate(batch):
+                by_member = {name: float(probabilities[index]) for name, probabilities in scores.items()}
+                item.face.fake_probability = float(np.mean(list(by_member.values())))
+                if self.judge.is_ensemble:
+                    item.face.member_probabilities = by_member
 
     def _measure(self, record: FaceResult, face: Face, crops: dict[int, np.ndarray]) -> None:
         record.face_px = float(face.size)
         record.sharpness = face_sharpness(crops[self.sharpness_size])
         record.outside_range = self.reliable_range.shortfalls(record.face_px, record.sharpness)
 
+    # --- faces ---------------------------------------------------------------------------------
+    def _start_face_search(self) -> FaceTracker:
+        """A new file: the face search forgets the last one (where it keeps anything), and a new tracker."""
+        reset = getattr(self.faces, "reset", None)
+        if reset is not None:
+            reset()
+        return FaceTracker()
+
+    def _find_faces(self, tracker: FaceTracker, frame_index: int, time_s: float, image: np.ndarray) -> list[_Pending]:
+        """The frame's faces, tracked, cut and measured, waiting for their scores."""
+        faces: list[Face] = self.faces.detect(image)
+        found = []
+        for face, track_id in zip(faces, tracker.update(frame_index, time_s, faces)):
+            record = FaceResult(frame_index, time_s, track_id, tuple(map(float, face.box)), float(face.score))
+            # Every member sees the same square of the frame, cut at its own input size.
+            crops = {size: crop_face(image, face, size, self.options.margin) for size in self.crop_sizes}
+            self._measure(record, face, crops)
+            found.append(_Pending(record, crops))
+        return found
+
     # --- files ---------------------------------------------------------------------------------
+    @staticmethod
+    def _new_result(path: Path) -> FileResult:
+        return FileResult(path=str(path), kind="image", status="complete")
+
+    @staticmethod
+    def _check_file(path: Path, result: FileResult) -> None:
+        result.kind = media_kind(path)
+        # Through deepscan.media.files: a pipe or device is refused here, before anything reads it.
+        result.sha256, result.size_bytes = file_sha256(path)
+
     def _frames(self, path: Path, result: FileResult) -> Iterator[tuple[int, float, np.ndarray]]:
         if result.kind == "image":
             image = load_image(path)
@@ -295,55 +338,99 @@ class Scanner:
         for frame in iter_frames(path, fps=None if self.options.every_frame else self.options.fps):
             yield frame.index, frame.time_s, frame.image
 
-    def scan_file(self, path: Path, on_frame: Callable[[], None] | None = None) -> FileResult:
-        started = time.perf_counter()
-        result = FileResult(path=str(path), kind="image", status="complete")
+    @contextlib.contextmanager
+    def _one_scan(self) -> Iterator[None]:
+        # The face search and the detectors hold state that two scans at once would share.
+        if not self._scanning.acquire(blocking=False):
+            raise RuntimeError("this Scanner is already scanning: one scan at a time (finish or close the other)")
         try:
-            result.kind = media_kind(path)
-            # Through deepscan.media.files: a pipe or device is refused here, before anything reads it.
-            result.sha256, result.size_bytes = file_sha256(path)
-            self._scan_frames(path, result, on_frame)
-        except KeyboardInterrupt:
-            result.status, result.message = "partial", f"{shown_path(path)}: interrupted by the user"
-            self._conclude(result, started)
-            raise ScanInterrupted(result) from None
-        except PartialMediaError as error:
-            result.status, result.message = "partial", str(error)
-        except MediaError as error:
-            result.status, result.message = "error", str(error)
-        except OSError as error:
-            result.status, result.message = "error", f"{shown_path(path)}: {error.strerror or error}"
-        except Exception as error:  # noqa: BLE001 - one hostile file must not end the scan of the others
-            if os.environ.get("DEEPSCAN_DEBUG"):
-                raise
-            reason = " ".join(f"{type(error).__name__}: {error}".split())
-            result.status = "partial" if result.frames_scanned else "error"
-            result.message = (f"{shown_path(path)}: unexpected failure while reading it ({reason}); "
-                              "please report it (DEEPSCAN_DEBUG=1 shows where)")
-        self._conclude(result, started)
+            yield
+        finally:
+            self._scanning.release()
+
+    def scan_files(self, paths: Iterable[str | os.PathLike[str]],
+                   on_frame: Callable[[Path], None] | None = None) -> Iterator[FileResult]:
+        """Scan ``paths`` in turn, yielding each file's complete result, in order, as soon as it is done.
+
+        Several files are in flight at once when the pipeline has room, so that small files (images) fill the
+        detector's batches together. ``on_frame(path)`` is called, in the caller's thread, after each frame of
+        ``path`` is scanned. A file that fails is its result's error, and the scan goes on; Ctrl-C raises
+        ScanInterrupted with the result so far of the file in progress. Stopping early: close the iterator
+        (``contextlib.closing``) to stop the pipeline's threads at once.
+        """
+        with self._one_scan():
+            if not self.options.pipeline:
+                for path in map(Path, paths):
+                    tick = None if on_frame is None else functools.partial(on_frame, path)
+                    yield self._scan_file_serially(path, tick)
+                return
+            from deepscan.scan_stages import scan_pipelined
+
+            with Pipeline("scan") as self._pipeline:
+                try:
+                    yield from scan_pipelined(self, self._pipeline, paths, self.batch_size, on_frame)
+                finally:
+                    self._pipeline = None
+
+    def scan_file(self, path: Path, on_frame: Callable[[], None] | None = None) -> FileResult:
+        """Scan one file: its result (status complete, partial or error); Ctrl-C raises ScanInterrupted with
+        the result so far. ``on_frame()`` is called after each frame is scanned."""
+        [result] = self.scan_files([path], None if on_frame is None else (lambda _path: on_frame()))
         return result
 
-    def _scan_frames(self, path: Path, result: FileResult, on_frame) -> None:
-        tracker = FaceTracker()
+    def _scan_file_serially(self, path: Path, on_frame: Callable[[], None] | None) -> FileResult:
+        started = time.perf_counter()
+        result = self._new_result(path)
+        try:
+            self._check_file(path, result)
+            self._scan_frames_serially(path, result, on_frame)
+        except BaseException as error:  # noqa: BLE001 - settled (or raised again) by _settle
+            return self._settle(path, result, error, started)
+        return self._settle(path, result, None, started)
+
+    def _scan_frames_serially(self, path: Path, result: FileResult, on_frame) -> None:
+        tracker = self._start_face_search()
         pending: list[_Pending] = []
+        batch_size = self.batch_size
         try:
             for frame_index, time_s, image in self._frames(path, result):
-                faces: list[Face] = self.faces.detect(image)
-                for face, track_id in zip(faces, tracker.update(frame_index, time_s, faces)):
-                    record = FaceResult(frame_index, time_s, track_id, tuple(map(float, face.box)), float(face.score))
-                    # Every member sees the same square of the frame, cut at its own input size.
-                    crops = {size: crop_face(image, face, size, self.options.margin) for size in self.crop_sizes}
-                    self._measure(record, face, crops)
-                    result.faces.append(record)
-                    pending.append(_Pending(record, crops))
-                if len(pending) >= self.options.batch_size:
-                    self._flush(pending)
+                found = self._find_faces(tracker, frame_index, time_s, image)
+                result.faces.extend(item.face for item in found)
+                pending.extend(found)
+                if len(pending) >= batch_size:
+                    self._score(pending, batch_size)
+                    pending.clear()
                 result.frames_scanned += 1
                 if on_frame is not None:
                     on_frame()
         finally:
             # Whatever was decoded before a failure (or an interrupt) is still scored and kept.
-            self._flush(pending)
+            self._score(pending, batch_size)
+
+    def _settle(self, path: Path, result: FileResult, error: BaseException | None, started: float) -> FileResult:
+        """Conclude the file's result, recording ``error`` (what ended it early; None: nothing) as its status and
+        one-line message. Ctrl-C raises ScanInterrupted carrying the result so far; a failure deepscan did not
+        foresee is raised as it is under DEEPSCAN_DEBUG."""
+        if isinstance(error, KeyboardInterrupt):
+            result.status, result.message = "partial", f"{shown_path(path)}: interrupted by the user"
+            self._conclude(result, started)
+            raise ScanInterrupted(result) from None
+        if isinstance(error, PartialMediaError):
+            result.status, result.message = "partial", str(error)
+        elif isinstance(error, MediaError):
+            result.status, result.message = "error", str(error)
+        elif isinstance(error, OSError):
+            result.status, result.message = "error", f"{shown_path(path)}: {error.strerror or error}"
+        elif isinstance(error, Exception) and not os.environ.get("DEEPSCAN_DEBUG"):
+            # One hostile file must not end the scan of the others.
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            result.status = "partial" if result.frames_scanned else "error"
+            result.message = (f"{shown_path(path)}: unexpected failure while reading it ({reason}); "
+                              "please report it (DEEPSCAN_DEBUG=1 shows where)")
+        elif error is not None:
+            raise error
+        self._conclude(result, started)
+        return result
 
     def _conclude(self, result: FileResult, started: float) -> None:
         result.seconds = time.perf_counter() - started

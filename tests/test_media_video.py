@@ -93,6 +93,17 @@ def test_fps_sampling_keeps_first_frame_at_or_after_each_tick(grey_clip, sample_
     assert [decoded_index(frame.image) for frame in frames] == expected
 
 
+def test_sampling_converts_only_the_frames_it_keeps_to_rgb(grey_clip, monkeypatch):
+    """Every frame is decoded, but a frame the sampling skips is judged by its timestamp alone: the conversion to
+    RGB, which costs more than decoding, is spent on kept frames only."""
+    from deepscan.media import video
+
+    converted, real_upright_rgb = [], video._upright_rgb
+    monkeypatch.setattr(video, "_upright_rgb", lambda frame: (converted.append(frame.pts), real_upright_rgb(frame))[1])
+    kept = list(iter_frames(grey_clip, fps=2.0))
+    assert [frame.index for frame in kept] == [0, 13, 25, 38] and len(converted) == len(kept)
+
+
 def test_sampling_faster_than_the_video_keeps_every_frame(grey_clip):
     assert len(list(iter_frames(grey_clip, fps=100))) == FRAMES
 

@@ -273,7 +273,7 @@ def ensemble_probabilities(
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The ensemble's P(fake) per sample, as a scan's (``deepscan.scan.Scanner._flush``): the mean of every
+    """The ensemble's P(fake) per sample, as a scan's (``deepscan.scan.Scanner._score``): the mean of every
     member's calibrated P(fake), each member scoring the face framed at its own input size. Each member's raw
     logits come through :func:`sample_logits` under its own cache key, so a member already scored (on disk, or
     earlier in this run, alone or in the ensemble) is read, never scored again. Returns (mean, per member)."""

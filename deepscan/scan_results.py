@@ -1,0 +1,49 @@
+"""What a scan finds, as plain data for the reports: each face (:class:`FaceResult`) and each file
+(:class:`FileResult`), and the interruption that carries a file's results so far (:class:`ScanInterrupted`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from deepscan.verdicts import FileVerdict, TrackVerdict
+
+
+@dataclass
+class FaceResult:
+    frame_index: int
+    time_s: float
+    track_id: int
+    box: tuple[float, float, float, float]
+    detection_score: float
+    fake_probability: float = float("nan")  # calibrated; for the ensemble, the mean of its members'
+    face_px: float | None = None  # the face box's longer side, in frame pixels
+    sharpness: float | None = None  # variance of the Laplacian of the grey crop (deepscan.reliability)
+    outside_range: list[str] = field(default_factory=list)  # "too small", "too blurred": outside the reliable range
+    member_probabilities: dict[str, float] | None = None  # ensemble only: each member's calibrated P(fake)
+
+
+@dataclass
+class FileResult:
+    path: str
+    kind: str  # "video" or "image"
+    status: str  # "complete", "partial" or "error"
+    message: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    media: dict = field(default_factory=dict)
+    frames_scanned: int = 0
+    faces: list[FaceResult] = field(default_factory=list)
+    tracks: list[TrackVerdict] = field(default_factory=list)
+    verdict: FileVerdict | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ScanInterrupted(Exception):
+    """Ctrl-C during a file: carries that file's results so far (status ``partial``)."""
+
+    def __init__(self, result: "FileResult"):
+        super().__init__(result.path)
+        self.result = result
