@@ -270,7 +270,10 @@ def _close_native(detector) -> None:
 class FaceDetector:
     """BlazeFace short range on the whole frame and, for large frames, on overlapping tiles.
 
-    Use as a context manager (or call :meth:`close`): MediaPipe holds native resources.
+    :meth:`detect` searches every tile of every frame; :meth:`whole_frame_faces` and
+    :meth:`merged_with_regions` let a caller choose other regions (``deepscan.media.face_search``
+    searches crops round the faces of the previous frames). Use as a context manager (or call
+    :meth:`close`): MediaPipe holds native resources.
     """
 
     def __init__(
@@ -366,21 +369,49 @@ class FaceDetector:
             faces.append(Face(box=box, score=score, keypoints=keypoints))
         return faces
 
+    def reset(self) -> None:
+        """Start a new file or stream. Each frame is searched afresh, so there is nothing to forget:
+        this is here so that every face search (``deepscan.media.face_search``) is used alike."""
+
     def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in an H x W x 3 uint8 RGB frame, best score first."""
+        """Faces in an H x W x 3 uint8 RGB frame, best score first: whole frame and tiles."""
+        whole_frame = self.whole_frame_faces(image)
+        return self.merged_with_regions(image, whole_frame, self.tiles_for(*image.shape[:2]))
+
+    def whole_frame_faces(self, image: np.ndarray) -> list[Face]:
+        """The whole-frame pass alone, unmerged: one model call, blind to faces under about an
+        eighth of the frame's longer side. :meth:`merged_with_regions` completes it."""
+        self._check_frame(image)
+        return self._detect_whole(image)
+
+    def merged_with_regions(
+        self,
+        image: np.ndarray,
+        whole_frame: list[Face],
+        regions: list[tuple[int, int, int, int]],
+    ) -> list[Face]:
+        """``whole_frame`` (from :meth:`whole_frame_faces`) merged with the faces each region
+        ``(x0, y0, x1, y1)`` of the frame shows, best score first. Regions are searched as tiles
+        are (``tile_min_score``, cut-edge fragments dropped), whatever chose them."""
+        self._check_frame(image)
+        height, width = image.shape[:2]
+        candidates = [_Candidate(face, None, cut=False) for face in whole_frame]
+        for region in regions:
+            x0, y0, x1, y1 = region
+            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                raise ValueError(f"region {region} is empty or leaves the {width} x {height} frame")
+            for face in self._detect_region(image, region, self.tile_min_score):
+                cut = self._cut_by_tile_edge(face, region, height, width)
+                candidates.append(_Candidate(face, region, cut))
+        return _merge_detections(candidates, self.nms_iou, height, width)
+
+    def _check_frame(self, image: np.ndarray) -> None:
         if self._detector is None:
             raise RuntimeError("FaceDetector is closed")
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
                 f"expected an H x W x 3 uint8 RGB image, got {image.shape} {image.dtype}"
             )
-        height, width = image.shape[:2]
-        candidates = [_Candidate(face, None, cut=False) for face in self._detect_whole(image)]
-        for region in self.tiles_for(height, width):
-            for face in self._detect_region(image, region, self.tile_min_score):
-                cut = self._cut_by_tile_edge(face, region, height, width)
-                candidates.append(_Candidate(face, region, cut))
-        return _merge_detections(candidates, self.nms_iou, height, width)
 
     def _detect_whole(self, image: np.ndarray) -> list[Face]:
         height, width = image.shape[:2]
