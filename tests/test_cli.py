@@ -426,3 +426,12 @@ def test_without_is_checked_before_any_work(portrait_jpg, shipped, calibration_c
     assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "--without" in result.stderr
     result = run("scan", portrait_jpg, "--method", "ensemble", "--without", "tiny_a")
     assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "no member" in result.stderr
+
+
+def test_the_face_search_is_chosen_by_name_and_recorded(tmp_path, portrait_jpg):
+    result, report = _scan_json(tmp_path, portrait_jpg)
+    assert report["custody"]["parameters"]["face_search"] == "guided"  # the default for videos
+    result, report = _scan_json(tmp_path, portrait_jpg, "--no-tile")  # the deprecated flag still means it
+    assert result.exit_code == 0 and report["custody"]["parameters"]["face_search"] == "whole"
+    result = run("scan", portrait_jpg, "--face-search", "everywhere")
+    assert result.exit_code == 2 and len(stderr_lines(result)) == 1 and "guided, tiles, whole" in result.stderr

@@ -37,14 +37,28 @@ def scan(
     ),
     fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from videos."),
     every_frame: bool = typer.Option(False, "--every-frame", help="Scan every frame instead of sampling."),
-    batch_size: int = typer.Option(16, min=1, help="Faces per inference batch."),
+    batch_size: Optional[int] = typer.Option(
+        None, min=1, help="Faces per inference batch. Default: 16 on the CPU; on CUDA, the largest power of two "
+        "(at most 256) whose faces fit in half the free GPU memory, measured at the start."
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 autocast on a CUDA GPU that has it, else fp32), fp32, bf16 or fp16. Frequency "
+        "transforms always run in fp32."
+    ),
     threshold: Optional[float] = typer.Option(
         None, min=0.0, max=1.0, help="Calibrated P(fake) at or above which a track is fake. Default: the threshold "
         "in the weights' model card, else 0.5."
     ),
     min_face_score: float = typer.Option(0.5, min=0.0, max=1.0, help="Face detector confidence to keep a face."),
-    tile: bool = typer.Option(True, "--tile/--no-tile", help="Also look for small faces on overlapping tiles."),
+    face_search: str = typer.Option(
+        "guided", "--face-search", help="How video frames are searched for faces. guided: the whole frame and a "
+        "crop round each face already found, with the full tile search every 8th sampled frame, on a scene cut and "
+        "when a face is lost; tiles: the whole frame and overlapping tiles on every frame; whole: the whole frame "
+        "only, blind to faces under about 1/8 of the frame. Images always get the full search."
+    ),
+    tile: bool = typer.Option(True, "--tile/--no-tile", hidden=True, help="Deprecated: --no-tile is "
+                              "--face-search whole."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full JSON report here."),
     report_dir: Optional[Path] = typer.Option(
         None,
@@ -59,14 +73,22 @@ def scan(
     ),
 ) -> None:
     """Scan videos and images for forged faces: a verdict per face track and per file."""
+    from deepscan.media.face_search import FACE_SEARCH_STRATEGIES
+    from deepscan.precision import PRECISIONS
     from deepscan.scan import ScanOptions
 
     if pdf and report_dir is None:
         fail("--pdf needs --report DIR (the PDF is written beside the HTML report)")
     if method == "ensemble" and weights is not None:
         fail("--weights picks one detector's weights; the ensemble uses each member's own (see `deepscan models`)")
+    if face_search not in FACE_SEARCH_STRATEGIES:
+        fail(f"unknown --face-search {face_search!r} ({', '.join(FACE_SEARCH_STRATEGIES)})")
+    if not tile:
+        face_search = "whole"
     if without and method != "ensemble":
         fail("--without leaves members out of the ensemble: it needs --method ensemble")
+    if precision not in PRECISIONS:
+        fail(f"unknown --precision {precision!r} ({', '.join(PRECISIONS)})")
 
     options = ScanOptions(
         method=method,
@@ -75,8 +97,9 @@ def scan(
         every_frame=every_frame,
         batch_size=batch_size,
         device=device,
+        precision=precision,
         min_face_score=min_face_score,
-        tile=tile,
+        face_search=face_search,
         threshold=threshold,
     )
     raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf, without=without or []))
@@ -86,6 +109,7 @@ def _run_scan(
     inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False,
     without: list[str] | tuple[str, ...] = (),
 ) -> int:
+    import contextlib
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -158,16 +182,26 @@ def _run_scan(
         transient=True,
         disable=not err.is_terminal,
     ) as progress:
-        try:
-            for path in files:
+        bars: dict[Path, tuple] = {}  # a progress bar per file in flight: (its tick, its task)
+
+        def on_frame(path: Path) -> None:
+            if path not in bars:
                 # A file name is text, not markup, and a newline in it must not break the bar's line.
                 task = progress.add_task(escape(shown_path(path.name)), total=_expected_frames(path, options),
                                          rate="")
-                tick = _rate_ticker(progress, task)
-                results.append(scanner.scan_file(path, on_frame=tick))
-                progress.remove_task(task)
-                print_file_line(results[-1])
-                checkpoint()
+                bars[path] = _rate_ticker(progress, task), task
+            bars[path][0]()
+
+        try:
+            # Several files are in flight at once (images fill a batch together); each comes out complete, in
+            # order. Closing the iterator stops the scan's threads whichever way this block ends.
+            with contextlib.closing(scanner.scan_files(files, on_frame=on_frame)) as scanned:
+                for result in scanned:
+                    if (bar := bars.pop(Path(result.path), None)) is not None:
+                        progress.remove_task(bar[1])
+                    results.append(result)
+                    print_file_line(result)
+                    checkpoint()
         except ScanInterrupted as stop:
             results.append(stop.result)
             interrupted = True
