@@ -2,7 +2,9 @@
 
 One function, :func:`resolve_weights`, resolves every weights spec:
 
-- ``--weights PATH``: a ``.safetensors`` file; its card is the sibling ``<stem>.card.json`` when there is one;
+- ``--weights PATH``: a ``.safetensors`` file, or the index of one split into shards
+  (``<stem>.safetensors.index.json``, :mod:`deepscan.weight_shards`: every shard checked against the sha256 the
+  index gives it); its card is the sibling ``<stem>.card.json`` when there is one;
 - ``--weights hf://OWNER/REPO/[SUBFOLDER/]FILE.safetensors``: fetched with huggingface-hub (its cache first;
   offline, only the cache); its card is ``[SUBFOLDER/]<stem>.card.json`` from the same repository when the
   repository has one (the hub saying the file does not exist, or, offline, the cache not holding it). Any other
@@ -42,6 +44,12 @@ def what_to_do(repo_id: str | None = None) -> str:
     """The ways out when trained weights cannot be found, for the end of a one-line error."""
     where = f" from {repo_id}" if repo_id else ""
     return f"pass --weights FILE, or go online to fetch them{where}, or train your own with `deepscan train`"
+
+
+def untrained_warning(name: str, what: str = "scores") -> str:
+    """The one warning for a detector with random weights (``what``: what of its output means nothing)."""
+    return (f"detector {name} has no trained weights: its {what} are random and mean nothing. Pass --weights, or "
+            "train one with `deepscan train`.")
 
 
 class WeightsError(DeepscanError):
@@ -145,7 +153,9 @@ def _shipped_card(folder: Path, name: str, sums: dict[str, str]) -> tuple[ModelC
 
 
 def _sibling_card(weights: Path) -> tuple[ModelCard | None, Path | None, str | None]:
-    path = card_path_for(weights)
+    from deepscan.weight_shards import is_index, weights_path_for
+
+    path = card_path_for(weights_path_for(weights) if is_index(weights) else weights)
     if not path.is_file():
         return None, None, None
     return _read_card(path), path, sha256_file(path)
@@ -256,19 +266,37 @@ def _from_hub(spec: str) -> ResolvedWeights:
 # --- resolution ----------------------------------------------------------------------------------------------
 
 
+def _shipped_path(folder: Path, name: str) -> Path:
+    """The bundled weights ``name``: the file itself, or else its shard index when only that ships."""
+    from deepscan.weight_shards import index_path_for
+
+    single = folder / name
+    index = index_path_for(single)
+    return index if not single.exists() and index.exists() else single
+
+
+def _verify_if_sharded(path: Path) -> None:
+    """A shard index's shards: present, inside its folder, each matching the sha256 the index gives it."""
+    from deepscan.weight_shards import is_index, verify_shards
+
+    if is_index(path):
+        verify_shards(path)
+
+
 def _shipped_or_hub(default_name: str, hub_repo: str | None, *, cached_only: bool) -> ResolvedWeights | None:
     """The detector's own weights, bundled, cached or (unless ``cached_only``) downloaded. None: not cached
     and ``cached_only``. Raises when a hub is named but offline and not cached."""
     folder = shipped_weights_dir()
     sums = shipped_checksums(folder)
     card, card_path, card_digest = _shipped_card(folder, default_name, sums)
-    path = folder / default_name
+    path = _shipped_path(folder, default_name)
     if path.exists():
         digest = sha256_file(path)
-        if sums.get(default_name) != digest:
+        if sums.get(path.name) != digest:
             raise IntegrityError(f"{path.name}: shipped weights fail their SHA256SUMS check; reinstall deepscan")
         if card is not None:
             _check_card_fits(card, card_path, path, digest)
+        _verify_if_sharded(path)
         return ResolvedWeights(path, "shipped", digest, card, card_path, card_digest)
     hub = card.hub if card is not None and card.hub is not None else None
     if hub is None and hub_repo:
@@ -307,15 +335,19 @@ def resolve_weights(
         return _shipped_or_hub(default_name, hub_repo, cached_only=False)
     if str(spec).startswith("hf://"):
         return _from_hub(str(spec))
+    from deepscan.weight_shards import INDEX_SUFFIX, is_index
+
     path = Path(spec)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
-    if path.suffix != ".safetensors":
-        raise WeightsError(f"{path}: only .safetensors weights are accepted (pickled checkpoints can run code)")
+    if path.suffix != ".safetensors" and not is_index(path):
+        raise WeightsError(f"{path}: only .safetensors weights (or their {INDEX_SUFFIX} shard index) are accepted "
+                           "(pickled checkpoints can run code)")
     digest = sha256_file(path)
     card, card_path, card_digest = _sibling_card(path)
     if card is not None:
         _check_card_fits(card, card_path, path, digest)
+    _verify_if_sharded(path)
     return ResolvedWeights(path, "file", digest, card, card_path, card_digest)
 
 
@@ -352,8 +384,11 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from deepscan.weight_shards import is_index, load_sharded
+
     try:
-        state = load_file(str(weights.path))
+        # A shard index: every shard verified against the sha256 the index gives it, and merged.
+        state = load_sharded(weights.path)[0] if is_index(weights.path) else load_file(str(weights.path))
     except (SafetensorError, OSError) as error:
         raise WeightsError(f"{weights.path.name}: not a readable safetensors file ({error})") from None
     own = detector.state_dict()
@@ -383,7 +418,8 @@ def load_weights(detector: Detector, weights: ResolvedWeights) -> None:
 
 def shipped_build(config: DetectorConfig) -> dict:
     """The detector kwargs and input size the shipped weights of ``config`` were trained with (from their header)."""
-    metadata = weights_metadata(ResolvedWeights(shipped_weights_dir() / config.weights, "shipped", None))
+    path = _shipped_path(shipped_weights_dir(), config.weights)
+    metadata = weights_metadata(ResolvedWeights(path, "shipped", None))
     build = {"kwargs": json.loads(metadata.get("detector_kwargs", "{}"))}
     if "input_size" in metadata:
         build["input_size"] = int(metadata["input_size"])
@@ -396,6 +432,10 @@ def weights_metadata(weights: ResolvedWeights) -> dict[str, str]:
         return {}
     from safetensors import SafetensorError, safe_open
 
+    from deepscan.weight_shards import is_index, read_index
+
+    if is_index(weights.path):
+        return read_index(weights.path).metadata
     try:
         with safe_open(str(weights.path), "pt") as handle:
             return dict(handle.metadata() or {})
@@ -491,10 +531,18 @@ def build_detector(
 
 
 def save_weights(
-    detector: Detector, path: Path, metadata: dict[str, str] | None = None, *, inference_only: bool = True
+    detector: Detector,
+    path: Path,
+    metadata: dict[str, str] | None = None,
+    *,
+    inference_only: bool = True,
+    max_shard_mib: float | None = None,
+    half: bool = False,
 ) -> str:
     """Write ``detector``'s state dict as safetensors (by default without training-only modules), atomically;
-    returns its sha256."""
+    returns its sha256. ``half``: floating-point tensors in float16. ``max_shard_mib``: instead of ``path``,
+    shards of at most that size and their index ``<path>.index.json`` (see ``deepscan.weight_shards``), whose
+    sha256 is returned."""
     from safetensors.torch import save
 
     state = {
@@ -502,5 +550,12 @@ def save_weights(
         for name, tensor in detector.state_dict().items()
         if not (inference_only and detector.is_training_only(name))
     }
-    atomic_write(path, save(state, metadata={"detector": detector.config.name, **(metadata or {})}))
+    if half:
+        state = {name: t.half() if t.is_floating_point() else t for name, t in state.items()}
+    header = {"detector": detector.config.name, **(metadata or {})}
+    if max_shard_mib is not None:
+        from deepscan.weight_shards import index_path_for, save_sharded
+
+        return save_sharded(state, index_path_for(Path(path)), header, max_shard_mib)
+    atomic_write(path, save(state, metadata=header))
     return sha256_file(path)

@@ -111,16 +111,14 @@ def _load_detector_for(method: str, weights: str | None, device: str):
     import torch
 
     from deepscan.runtime import select_device
-    from deepscan.weights import build_detector
+    from deepscan.weights import build_detector, untrained_warning
 
     detector, resolved = build_detector(method, weights)
     config = detector.config
     target = torch.device(select_device(device))
     if not resolved.trained:
-        err.print(
-            f"[bold magenta]warning:[/] detector [bold]{config.name}[/] has no trained weights: its scores and heat "
-            "maps are random and mean nothing. Pass --weights, or train one with `deepscan train`."
-        )
+        err.print(f"[bold magenta]warning:[/] {escape(untrained_warning(config.name, 'scores and heat maps'))}",
+                  highlight=False)
     return detector.to(target).eval(), resolved
 
 

@@ -119,6 +119,7 @@ def _run_scan(
     from deepscan.report.html import REPORT_JSON
     from deepscan.report.json_report import build_report, utc_now, write_report
     from deepscan.scan import ScanInterrupted, Scanner
+    from deepscan.weights import untrained_warning
 
     started_at = utc_now()
     judge, config, resolved = _judge_for(options, without)
@@ -126,10 +127,7 @@ def _run_scan(
     if not files:
         fail("no image or video found in the given folders")
     if not judge.trained:
-        err.print(
-            f"[bold magenta]warning:[/] detector [bold]{config.name}[/] has no trained weights: "
-            "its scores are random and mean nothing. Pass --weights, or train one with `deepscan train`."
-        )
+        err.print(f"[bold magenta]warning:[/] {escape(untrained_warning(config.name))}", highlight=False)
     results, interrupted = [], False
 
     def report(finished: bool) -> dict:

@@ -31,8 +31,13 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
     prepare_only: bool = typer.Option(False, "--prepare-only", help="Only extract the faces into the cache."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (default: the recipe's)."),
+    shard_mib: Optional[float] = typer.Option(
+        None, "--shard-mib", min=1.0,
+        help="Write the final weights as float16 safetensors shards of at most this many MiB, with an index.",
+    ),
 ) -> None:
     """Train a detector from a recipe: weights (safetensors) and a model card that `scan --weights` loads."""
     from deepscan.train.command import run_train
 
-    raise typer.Exit(run_train(recipe, overrides, output, init, resume, prepare_only, device, err))
+    raise typer.Exit(run_train(recipe, overrides, output, init, resume, prepare_only, device, err,
+                               shard_mib=shard_mib))

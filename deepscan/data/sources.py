@@ -16,6 +16,10 @@ Layouts:
   the training split every other video. Group: the source video (``id0_0003`` for ``id0_id16_0003``).
 - ``video_csv``: a CSV with ``path`` and ``label`` (0/1 or real/fake) columns, optional ``split`` and
   ``group``; paths relative to ``root`` (default: the CSV's folder).
+- ``bundle``: a face-crop bundle (``deepscan.data.bundle``, made by ``python -m deepscan.train.bundle make``):
+  faces already extracted, listed with label, split, source name, group and keypoints. Its items are faces, not
+  media: nothing is extracted, so training from a bundle needs neither PyAV nor MediaPipe, and this module
+  imports the media package (which loads PyAV) only when a media file's kind must be told from its name.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from typing import Annotated, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from deepscan.errors import DeepscanError
-from deepscan.media.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 
 def resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -124,8 +127,19 @@ class VideoCSVSource(SourceBase):
     crop_faces: bool = True
 
 
+class BundleSource(SourceBase):
+    """Face crops from a bundle folder (its ``manifest.json``): one split, optionally only some of its sources."""
+
+    kind: Literal["bundle"]
+    path: RecipePath
+    split: Literal["train", "val"]
+    # Source names of the manifest to keep (each may then get its own weight); None: all of them.
+    sources: list[str] | None = Field(default=None, min_length=1)
+
+
 Source = Annotated[
-    Union[FolderSource, RealImagesSource, RealVideosSource, FaceForensicsSource, CelebDFSource, VideoCSVSource],
+    Union[FolderSource, RealImagesSource, RealVideosSource, FaceForensicsSource, CelebDFSource, VideoCSVSource,
+          BundleSource],
     Field(discriminator="kind"),
 ]
 
@@ -147,6 +161,8 @@ class MediaItem:
 
 
 def _media_kind(path: Path) -> str | None:
+    from deepscan.media.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return "image"
@@ -329,6 +345,8 @@ def list_csv(source: VideoCSVSource) -> list[MediaItem]:
 
 
 def list_media(source) -> list[MediaItem]:
+    from deepscan.data.bundle import list_bundle
+
     listers = {
         "folder": list_folder,
         "real_images": list_real,
@@ -336,10 +354,12 @@ def list_media(source) -> list[MediaItem]:
         "faceforensics": list_faceforensics,
         "celebdf": list_celebdf,
         "video_csv": list_csv,
+        "bundle": list_bundle,
     }
     return listers[source.kind](source)
 
 
 def describe_source(source) -> str:
     where = getattr(source, "path", None) or getattr(source, "root", None) or getattr(source, "csv", None)
-    return source.name or f"{source.kind}:{Path(where).name}"
+    chosen = getattr(source, "sources", None)
+    return source.name or f"{source.kind}:{Path(where).name}" + (f"[{','.join(chosen)}]" if chosen else "")

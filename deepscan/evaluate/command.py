@@ -209,7 +209,7 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
     runs = []
     try:
         for method, config, resolved in detectors:
-            from deepscan.weights import build_detector
+            from deepscan.weights import build_detector, untrained_warning
 
             if method == ENSEMBLE:
                 plan = resolved
@@ -236,8 +236,8 @@ def run_evaluate(options: EvaluateOptions, out: Console, err: Console) -> int:
             calibration = resolved.calibration
             cache_key = logit_cache_key(resolved.sha256, detector.config.input_size, _architecture(resolved))
             if not resolved.trained:
-                err.print(f"[bold magenta]warning:[/] {method} has no trained weights: its scores are random and "
-                          "its metrics mean nothing. Pass --weights.")
+                err.print(f"[bold magenta]warning:[/] {escape(untrained_warning(method, 'scores and metrics'))}",
+                          highlight=False)
             detector = detector.to(device).eval()
             if calibration.calibrated:
                 err.print(f"note: {method}: scores are P(fake) calibrated by its model card ({calibration.method}); "

@@ -37,9 +37,11 @@ def run_train(
     prepare_only: bool,
     device: str | None,
     console,
+    shard_mib: float | None = None,
 ) -> int:
     """Load the recipe, train, and report; returns the exit code. ``console`` is a rich Console (stderr). A recipe,
-    data or weights problem raises a ``DeepscanError`` (one line)."""
+    data or weights problem raises a ``DeepscanError`` (one line). ``shard_mib``: the final weights as float16
+    shards of at most that many MiB with their index (``TrainOptions.shard_mib``)."""
     from deepscan.runtime import select_device
     from deepscan.train.distributed import init_distributed, shutdown
     from deepscan.train.recipe import load_recipe
@@ -64,6 +66,7 @@ def run_train(
         prepare_only=prepare_only,
         recipe_origin=str(recipe_path),
         console=console if context.is_main else None,
+        shard_mib=shard_mib,
     )
     try:
         result = train(recipe, options, context)

@@ -3,7 +3,8 @@
 A recipe lists sources (``deepscan.data.sources``); each source lists media files with a label (1 = fake,
 0 = real) and a *group* (the unit that must never straddle training and validation: a video, an identity, an
 FF++ source/target pair).
-Faces are extracted once through the face cache; the faces of all sources become ``FaceRecord`` objects, and
+Faces are extracted once through the face cache (a bundle source's faces are already extracted:
+``deepscan.data.bundle``); the faces of all sources become ``FaceRecord`` objects, and
 the epoch is made of *entries*: every face as it is, plus, when SBI is on, self-blended pseudo-fakes of the
 real faces. Batches are planned per epoch from the seed alone (``plan_epoch``), each slot carrying its own
 sample seed, so that any worker, rank or resumed run makes exactly the same sample.
@@ -231,10 +232,24 @@ class PreparedData:
 
 def list_sources(spec: DataSpec) -> dict[str, list[tuple[object, list[MediaItem]]]]:
     """Every source's media, as {"train": [(source, items)], "val": [...]} (val only when the recipe has one)."""
+    for source in [*spec.train, *(spec.val or [])]:
+        _check_bundle_margin(source, spec.face.cache_margin)
     listed = {"train": [(source, list_media(source)) for source in spec.train]}
     if spec.val:
         listed["val"] = [(source, list_media(source)) for source in spec.val]
     return listed
+
+
+def _check_bundle_margin(source, cache_margin: float) -> None:
+    """A bundle's crops are framed like cached crops only when their margin is the recipe's cache margin."""
+    if source.kind != "bundle":
+        return
+    from deepscan.data.bundle import bundle_margin
+
+    margin = bundle_margin(source)
+    if not math.isclose(margin, cache_margin, rel_tol=1e-6):
+        raise DataError(f"{source.path}: the bundle's crops are {margin:g} times the face box, the recipe's "
+                        f"data.face.cache_margin is {cache_margin:g}: set data.face.cache_margin: {margin:g}")
 
 
 def extract_faces(listed, params_for, cache, shard: tuple[int, int] = (0, 1), on_progress=None) -> dict[str, int]:
@@ -246,11 +261,20 @@ def extract_faces(listed, params_for, cache, shard: tuple[int, int] = (0, 1), on
     from deepscan.data.face_cache import extract_all
 
     rank, world = shard
-    every = [(item, params_for(item)) for part in listed.values() for _, items in part for item in items]
+    # Bundled faces (kind "face") are extracted already: nothing to do, and no face detector to load for them.
+    every = [(item, params_for(item)) for part in listed.values() for _, items in part for item in items
+             if item.kind != "face"]
     mine = every[rank::world]
     tick = on_progress(len(mine)) if on_progress else None
     _, stats = extract_all(cache, [(item.path, item.kind, params) for item, params in mine], on_item=tick)
     return dict(stats.__dict__)
+
+
+def _faces_of(item, cache, params_for) -> tuple[str, list | None]:
+    """(content digest, faces with ``path`` and ``keypoints``) of a listed item: a bundled face is its own face."""
+    if item.kind == "face":
+        return item.sha256, [item]
+    return cache.content_hash(item.path), cache.lookup(item.path, params_for(item))
 
 
 def collect_faces(listed, spec: DataSpec, params_for, cache, seed: int) -> PreparedData:
@@ -272,8 +296,7 @@ def collect_faces(listed, spec: DataSpec, params_for, cache, seed: int) -> Prepa
             summary = SourceSummary(describe_source(source), source.kind, source.weight, media=len(items))
             for item in items:
                 try:
-                    digest = cache.content_hash(item.path)
-                    faces = cache.lookup(item.path, params_for(item))
+                    digest, faces = _faces_of(item, cache, params_for)
                 except (MediaError, OSError):
                     faces = None
                 if faces is None:

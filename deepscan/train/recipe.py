@@ -225,7 +225,14 @@ class Recipe(Strict):
     sampler: Literal["random", "balanced"] = "random"
     select_on: Literal["val_auc", "val_loss"] = "val_auc"
     seed: int = Field(default=0, ge=0)
-    amp: bool = True  # bfloat16 autocast, CUDA only
+    amp: bool = True  # bfloat16 autocast, CUDA only (the default precision; see ``precision``)
+    # Autocast: "auto" is bfloat16 on a CUDA GPU that supports it, float32 elsewhere (what ``amp: true`` means);
+    # "bf16" also on the CPU (to rehearse a GPU run's numerics); "fp32" none. Frequency transforms run in float32
+    # whatever is chosen (deepscan.frequency). None: from ``amp``.
+    precision: Literal["auto", "fp32", "bf16"] | None = None
+    # Training-time budget (training and validation, summed over resumptions): when it is spent, the epoch in
+    # progress ends at the next step, is validated, and the run finishes with the best weights so far.
+    max_minutes: float | None = Field(default=None, gt=0.0)
     num_workers: int = Field(default=2, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -235,6 +242,12 @@ class Recipe(Strict):
         if value is None or value == "shipped" or value.startswith("hf://"):
             return value
         return str(resolve_path(Path(value), info))
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> "Recipe":
+        if self.precision is not None and self.precision != "fp32" and not self.amp:
+            raise ValueError(f"precision: {self.precision} asks for autocast, which amp: false turns off")
+        return self
 
     @model_validator(mode="after")
     def _fits_the_sampler(self) -> "Recipe":
@@ -256,7 +269,7 @@ def _format_location(location: tuple) -> str:
     return ".".join(parts)
 
 
-_SOURCE_KINDS = {"folder", "real_images", "real_videos", "faceforensics", "celebdf", "video_csv"}
+_SOURCE_KINDS = {"folder", "real_images", "real_videos", "faceforensics", "celebdf", "video_csv", "bundle"}
 
 
 def describe_validation_error(error: ValidationError, origin: str) -> str:
@@ -409,9 +422,18 @@ def recipe_to_dict(recipe: Recipe) -> dict:
     return recipe.model_dump(mode="json")
 
 
+# Top-level keys added after runs were made, with the default that leaves a recipe's hash as it was: a run
+# started before a key existed still resumes, and its recipe still hashes the same.
+HASH_NEUTRAL_DEFAULTS = {"precision": None, "max_minutes": None}
+
+
 def recipe_hash(recipe: Recipe, ignore: tuple[str, ...] = ()) -> str:
-    """sha256 of the recipe's canonical JSON (keys sorted), leaving out the top-level keys in ``ignore``."""
-    data = {key: value for key, value in recipe_to_dict(recipe).items() if key not in ignore}
+    """sha256 of the recipe's canonical JSON (keys sorted), leaving out the top-level keys in ``ignore`` and the
+    later keys of ``HASH_NEUTRAL_DEFAULTS`` at their default."""
+    data = {
+        key: value for key, value in recipe_to_dict(recipe).items()
+        if key not in ignore and not (key in HASH_NEUTRAL_DEFAULTS and value == HASH_NEUTRAL_DEFAULTS[key])
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -3,8 +3,10 @@
 The detector supplies its loss and its optimisation step (``Detector.training_step``; RALF steps two
 optimisers), its parameter groups (one optimiser each) and the constraint hook it re-applies after each step.
 The loop supplies the rest: data and augmentation from the recipe, optimisers and schedules per group, bfloat16
-autocast on CUDA, validation each epoch with the best checkpoint chosen on the validation split, metrics to
-``metrics.jsonl`` and ``curves.png``, and checkpoints from which ``--resume`` continues exactly.
+autocast (``precision``: on CUDA by default, on the CPU when asked, to rehearse a GPU run; the frequency
+transforms stay float32), an optional time budget (``max_minutes``), validation each epoch with the best
+checkpoint chosen on the validation split, metrics to ``metrics.jsonl`` and ``curves.png``, checkpoints from
+which ``--resume`` continues exactly, and the final weights as one file or as float16 shards (``shard_mib``).
 
 Nothing is lost when training stops:
 - after every epoch, ``checkpoint.pt`` (model, optimisers, schedulers, RNG states of every process, epoch and
@@ -60,8 +62,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "deepscan.train-checkpoint"
 BEST_WEIGHTS_NAME = "best.safetensors"
 MODEL_CARD_SCHEMA = "deepscan.model-card"
-# Keys that may change between a run and its resumption without changing what it computes (epochs may grow).
-RESUMABLE_CHANGES = ("epochs", "num_workers", "device")
+# Keys that may change between a run and its resumption without changing what it computes (epochs may grow, and
+# so may the time budget).
+RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "max_minutes")
 # Detector kwargs that say where starting weights come from, not what the network is; RALF's perceptual network
 # (eq. 6) is training-only and never part of the saved weights.
 _LOADING_KWARGS = ("pretrained", "pretrained_path", "checkpoint_path", "perceptual", "perceptual_path")
@@ -89,6 +92,9 @@ class TrainOptions:
     # Called after every optimisation step with (epoch, step in epoch); tests use it to interrupt a run.
     on_step: Callable[[int, int], None] | None = None
     log_every: int = 0  # plain progress line every N steps when the console is not a terminal (0: 5 per epoch)
+    # The final weights as float16 safetensors shards of at most this many MiB with their index
+    # (``<name>.safetensors.index.json``, deepscan.weight_shards), for channels that cap file sizes; None: one file.
+    shard_mib: float | None = None
 
 
 @dataclass
@@ -111,6 +117,18 @@ def training_device(requested: str, context: DistributedContext) -> torch.device
         torch.cuda.set_device(context.local_rank)
         return torch.device("cuda", context.local_rank)
     return torch.device(kind)
+
+
+def training_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """What the recipe's ``precision`` autocasts to on ``device`` (None: float32). ``auto``: bfloat16 on a CUDA GPU
+    that supports it; ``bf16``: bfloat16 on any device (on the CPU, to rehearse a GPU run's numerics)."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if precision == "bf16":
+            raise TrainingError("precision: bf16 asked for, but this GPU does not support bfloat16 (use fp32)")
+        return None
+    return torch.bfloat16 if precision == "bf16" or device.type == "cuda" else None
 
 
 def architecture_kwargs(kwargs: dict) -> dict:
@@ -286,6 +304,9 @@ class Trainer:
         self.elapsed_s = 0.0
         self.extraction: dict = {}
         self.warned: set[str] = set()
+        self.precision = recipe.precision or ("auto" if recipe.amp else "fp32")
+        self.autocast_dtype = training_autocast_dtype(self.precision, self.device)  # an impossible one fails here
+        self.out_of_time = False
 
     # --- output ---------------------------------------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -333,11 +354,16 @@ class Trainer:
         if self.context.enabled:
             totals = gather_objects(self.extraction, self.context)
             self.extraction = {key: sum(part[key] for part in totals) for key in totals[0]}
-        self.say(
-            f"faces: {self.extraction['faces']} from {self.extraction['extracted'] + self.extraction['reused']} files "
-            f"({self.extraction['reused']} from the cache {cache.root}, {self.extraction['failed']} unreadable, "
-            f"{self.extraction['faceless']} without a face)"
-        )
+        bundled = sum(item.kind == "face" for part in listed.values() for _, items in part for item in items)
+        media = self.extraction["extracted"] + self.extraction["reused"] + self.extraction["failed"]
+        if media or not bundled:
+            self.say(
+                f"faces: {self.extraction['faces']} from {self.extraction['extracted'] + self.extraction['reused']} "
+                f"files ({self.extraction['reused']} from the cache {cache.root}, {self.extraction['failed']} "
+                f"unreadable, {self.extraction['faceless']} without a face)"
+            )
+        if bundled:
+            self.say(f"faces: {bundled} from face bundles (extracted already)")
         if self.options.prepare_only:
             return
         prepared = collect_faces(listed, spec, params_for, cache, recipe.seed)
@@ -528,9 +554,14 @@ class Trainer:
         )
 
     def _autocast(self):
-        if self.recipe.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _time_spent(self, epoch_seconds: float) -> bool:
+        """The recipe's time budget is spent (training and validation so far, this epoch's ``epoch_seconds`` too)."""
+        budget = self.recipe.max_minutes
+        return budget is not None and self.elapsed_s + epoch_seconds >= 60.0 * budget
 
     def train_epoch(self, epoch: int, start_step: int, partial: dict, stop: StopRequest) -> tuple[dict, bool]:
         recipe = self.recipe
@@ -590,6 +621,9 @@ class Trainer:
                     self.options.on_step(epoch, step)
                 if any_process(self.context, stop.requested, self.device) and step < steps:
                     stopped = True
+                    break
+                if any_process(self.context, self._time_spent(seconds), self.device):
+                    self.out_of_time = True  # this epoch ends here, is validated, and the run finishes
                     break
             sums["seconds"] += time.perf_counter() - began
         sums["next_step"] = step
@@ -684,6 +718,9 @@ class Trainer:
         recipe = self.recipe
         with StopRequest() as stop:
             while epoch < recipe.epochs:
+                if self.history and any_process(self.context, self._time_spent(0.0), self.device):
+                    self.out_of_time = True  # resumed with its time budget already spent: nothing more to train
+                    break
                 sums, stopped = self.train_epoch(epoch, step, partial, stop)
                 if stopped:
                     # The partial sums (time included) carry over, and count when the epoch completes.
@@ -715,6 +752,8 @@ class Trainer:
                     "val_seconds": val_seconds,
                     "lr": {name: opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()},
                 }
+                if self.out_of_time:
+                    entry["cut_by_time_budget"] = True
                 value = self._selection_value(val)
                 improved = value is not None and (self.best is None or value > self.best["value"])
                 if improved:
@@ -736,6 +775,12 @@ class Trainer:
                     )
                 if any_process(self.context, stop.requested, self.device) and epoch < recipe.epochs:
                     raise TrainingInterrupted(self.checkpoint_path, epoch, 0)
+                if self.out_of_time or any_process(self.context, self._time_spent(0.0), self.device):
+                    self.out_of_time = True
+                    if epoch < recipe.epochs:
+                        self.say(f"time budget of {recipe.max_minutes:g} min spent after {epoch} epochs: "
+                                 "finishing with the best weights so far")
+                    break
         check_replicas_agree(self.detector, self.context)
         weights, card = self.finish(started_at)
         return TrainResult(weights, card, epoch, self.best, self.history, self.extraction)
@@ -744,18 +789,12 @@ class Trainer:
         if not self.context.is_main:
             return None, None
         from deepscan import __version__
-        from deepscan.weights import save_weights
 
         name = self.recipe.detector.name
-        weights = self.output / f"{name}.safetensors"
-        best = self.output / BEST_WEIGHTS_NAME
-        # The final weights, too, appear whole or not at all.
-        if self.best is not None and best.exists():
-            with open(best, "rb") as source:
-                atomic_write(weights, lambda handle: shutil.copyfileobj(source, handle))
+        weights, weights_section = self.write_final_weights(name)
+        if self.best is not None and (self.output / BEST_WEIGHTS_NAME).exists():
             selected = {"epoch": self.best["epoch"], "select_on": self.recipe.select_on, "metrics": self.best["val"]}
         else:
-            save_weights(self.detector, weights, self.weights_metadata(len(self.history) - 1))
             selected = {"epoch": len(self.history), "select_on": "last epoch (no validation data)", "metrics": {}}
         config = self.detector_config
         card = {
@@ -771,7 +810,7 @@ class Trainer:
                 "std": list(config.std),
                 "parameters": self.detector.count_parameters(),
             },
-            "weights": {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors"},
+            "weights": weights_section,
             "start": self.start,
             "recipe": {"sha256": self.recipe_sha256, "origin": self.options.recipe_origin, "content": recipe_to_dict(self.recipe)},
             "data": {
@@ -791,6 +830,10 @@ class Trainer:
                 "seconds_per_epoch": [round(entry["train"]["seconds"], 1) for entry in self.history],
                 "world_size": self.context.world_size,
                 "device": str(self.device),
+                "precision": self.precision,
+                "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None,
+                "max_minutes": self.recipe.max_minutes,
+                "stopped_by_time_budget": self.out_of_time,
                 "started_at": started_at.isoformat(timespec="seconds"),
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
@@ -803,6 +846,35 @@ class Trainer:
         card_path = self.output / f"{name}.card.json"
         atomic_write(card_path, json.dumps(card, indent=2, default=str))
         return weights, card_path
+
+
+    def write_final_weights(self, name: str) -> tuple[Path, dict]:
+        """The run's final weights (the best checkpoint, else the last epoch's), whole or not at all: one file, or
+        with ``shard_mib`` float16 shards and their index; returns the path to give ``--weights`` and the card's
+        ``weights`` section."""
+        from deepscan.weight_shards import index_path_for, read_index, split_file
+        from deepscan.weights import save_weights
+
+        single = self.output / f"{name}.safetensors"
+        best = self.output / BEST_WEIGHTS_NAME
+        has_best = self.best is not None and best.exists()
+        shard_mib = self.options.shard_mib
+        if shard_mib is None:
+            if has_best:
+                with open(best, "rb") as source:
+                    atomic_write(single, lambda handle: shutil.copyfileobj(source, handle))
+            else:
+                save_weights(self.detector, single, self.weights_metadata(len(self.history) - 1))
+            return single, {"file": single.name, "sha256": sha256_file(single), "format": "safetensors"}
+        index = index_path_for(single)
+        if has_best:
+            digest = split_file(best, index, shard_mib, fp16=True)
+        else:
+            digest = save_weights(self.detector, single, self.weights_metadata(len(self.history) - 1),
+                                  max_shard_mib=shard_mib, half=True)
+        shards = [shard.file for shard in read_index(index).shards]
+        return index, {"file": index.name, "sha256": digest, "format": "safetensors shards", "dtype": "float16",
+                       "max_shard_mib": shard_mib, "shards": shards}
 
 
 def train(recipe: Recipe, options: TrainOptions, context: DistributedContext | None = None) -> TrainResult:
