@@ -17,7 +17,8 @@ from deepscan.cli.console import err, fail, out
         "  deepscan evaluate --method faclue --weights faclue.safetensors data/celebdf/\n\n"
         "  deepscan evaluate -m faclue -m pel data/FaceForensics++/ --val data/FaceForensics++/ --out results/\n\n"
         "  deepscan evaluate -m ralf test-set/ --perturb all --out robustness/\n\n"
-        "  deepscan evaluate -m faclue labels.csv --perturb gaussian_blur:1,2,3 --perturb h264"
+        "  deepscan evaluate -m faclue labels.csv --perturb gaussian_blur:1,2,3 --perturb h264\n\n"
+        "  deepscan evaluate -m faclue data/celebdf/ --ray auto --cache-dir /shared/deepscan-cache"
     )
 )
 def evaluate(
@@ -55,6 +56,11 @@ def evaluate(
     without: Optional[List[str]] = typer.Option(
         None, "--without", metavar="NAME", help="With --method ensemble: leave this member out (repeatable)."
     ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray", metavar="auto|ADDRESS", help="Find the faces and score them on a Ray cluster ('auto' or the "
+        "head's HOST:PORT), into --cache-dir, which every node must mount; the metrics are then computed here. "
+        'Needs pip install "deepscan[ray]".'
+    ),
 ) -> None:
     """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, and false alarms and fakes
     caught at the model card's threshold, per frame and per video, on calibrated P(fake)."""
@@ -67,4 +73,16 @@ def evaluate(
         frames_per_video=frames_per_video, batch_size=batch_size, device=device, bootstrap=bootstrap, seed=seed,
         cache_dir=cache_dir, use_score_cache=score_cache, compression=compression, without=without or [],
     )
+    if ray_address is not None:
+        from rich.markup import escape
+
+        from deepscan.cluster import ClusterOptions
+        from deepscan.cluster.evaluate import warm_evaluation
+
+        warmed = warm_evaluation(options, ClusterOptions(address=ray_address),
+                                 notice=lambda line: err.print(f"[cyan]cluster:[/] {escape(line)}", highlight=False))
+        err.print(f"cluster: faces of {warmed.media_files} file(s) ({warmed.unreadable} unreadable) and "
+                  f"{warmed.logits} score(s) computed on the cluster"
+                  + (f"; {warmed.lost_calls} call(s) lost with their actor, left to this machine"
+                     if warmed.lost_calls else ""), highlight=False)
     raise typer.Exit(run_evaluate(options, out, err))

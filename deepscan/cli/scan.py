@@ -22,7 +22,8 @@ from deepscan.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED
         "  deepscan scan clip.mp4 --method faclue --weights my-detector.safetensors --every-frame\n\n"
         "  deepscan scan suspect.mp4 --method ensemble\n\n"
         "  deepscan scan suspect.mp4 --method ensemble --without sficonv\n\n"
-        "  deepscan scan suspect.mp4 --report case-42-report/ --pdf"
+        "  deepscan scan suspect.mp4 --report case-42-report/ --pdf\n\n"
+        "  deepscan scan case-42/ --ray auto --json case-42.json"
     )
 )
 def scan(
@@ -71,6 +72,11 @@ def scan(
         None, "--without", metavar="NAME", help="With --method ensemble: leave this member out (repeatable), "
         "e.g. --without ralf to skip the slowest."
     ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray", metavar="auto|ADDRESS", help="Spread the files over a Ray cluster: 'auto' (the cluster this "
+        "machine belongs to, else a local Ray instance) or the head's HOST:PORT or ray://HOST:PORT. Needs "
+        'pip install "deepscan[ray]".'
+    ),
 ) -> None:
     """Scan videos and images for forged faces: a verdict per face track and per file."""
     from deepscan.media.face_search import FACE_SEARCH_STRATEGIES
@@ -102,84 +108,88 @@ def scan(
         face_search=face_search,
         threshold=threshold,
     )
-    raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf, without=without or []))
+    raise typer.Exit(_run_scan(inputs, options, json_out, report_dir=report_dir, pdf=pdf, without=without or [],
+                               ray_address=ray_address))
 
 
 def _run_scan(
     inputs: list[Path], options, json_out: Path | None, *, report_dir: Path | None = None, pdf: bool = False,
-    without: list[str] | tuple[str, ...] = (),
+    without: list[str] | tuple[str, ...] = (), ray_address: str | None = None,
 ) -> int:
-    import contextlib
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from deepscan.media.errors import shown_path
     from deepscan.media.images import discover_media
     from deepscan.report.html import REPORT_JSON
-    from deepscan.report.json_report import build_report, utc_now, write_report
-    from deepscan.scan import ScanInterrupted, Scanner
+    from deepscan.report.scan_record import ScanRecord
+    from deepscan.scan import ScanInterrupted
     from deepscan.weights import untrained_warning
 
-    started_at = utc_now()
     judge, config, resolved = _judge_for(options, without)
     files = discover_media(inputs)
     if not files:
         fail("no image or video found in the given folders")
     if not judge.trained:
         err.print(f"[bold magenta]warning:[/] {escape(untrained_warning(config.name))}", highlight=False)
-    results, interrupted = [], False
+    engine = _cluster(judge, options, ray_address) if ray_address is not None else None
+    paths = [path for path in (json_out, report_dir and report_dir / REPORT_JSON) if path is not None]
+    record = ScanRecord(files, paths, options=options, judge=judge, detector_config=config, weights=resolved,
+                        custody=(lambda: {"cluster": engine.custody()}) if engine is not None else None)
+    for path, error in record.checkpoint(force=True):  # before the scan: better to stop now than scan for nothing
+        fail(f"cannot write the report to {path}: {error.strerror or error}")
+    warned = False
+    scanned = _scanned(files, options, judge, engine)
+    try:
+        for result in scanned:
+            record.add(result)
+            print_file_line(result)
+            failed = record.checkpoint()
+            if failed and not warned:
+                path, error = failed[0]
+                err.print(f"[yellow]warning:[/] the report so far could not be written to {escape(str(path))} "
+                          f"({escape(error.strerror or str(error))}); trying again after each file", highlight=False)
+                warned = True
+    except ScanInterrupted as stop:
+        record.add(stop.result)
+        record.interrupted = True
+    except KeyboardInterrupt:
+        record.interrupted = True
+        err.print("[yellow]interrupted: keeping the results so far[/]")
+    finally:
+        scanned.close()  # the scan's threads stopped, or the cluster's calls cancelled, however the loop ended
+    print_summary(record.results, judge.trained, ensemble=judge.is_ensemble)
+    _write_final_reports(record, json_out, report_dir, judge, config, pdf)
+    if record.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if record.complete else EXIT_INCOMPLETE
 
-    def report(finished: bool) -> dict:
-        return build_report(
-            results,
-            options=options,
-            detector_config=config,
-            weights=resolved,
-            started_at=started_at,
-            finished_at=utc_now() if finished else None,
-            interrupted=interrupted,
-            decision=judge.custody(),
-            files_planned=len(files),
-        )
 
-    # The report so far is on disk after each file, marked partial, so that a scan killed outright (SIGKILL, a
-    # crash, the machine going down) still leaves the results of the files it finished. Once rewriting a
-    # report grown large costs more than a tenth of the scan's time, it is rewritten less often.
-    checkpoints = [path for path in (json_out, report_dir and report_dir / REPORT_JSON) if path is not None]
-    written_at, write_s, warned = 0.0, 0.0, False
+def _cluster(judge, options, address: str):
+    from deepscan.cluster import ClusterOptions, ClusterScan
 
-    def checkpoint(force: bool = False) -> None:
-        nonlocal written_at, write_s, warned
-        start = time.perf_counter()
-        if not checkpoints or (not force and start - written_at < 10 * write_s):
+    return ClusterScan(judge, options, ClusterOptions(address=address),
+                       notice=lambda line: err.print(f"[cyan]cluster:[/] {escape(line)}", highlight=False))
+
+
+def _scanned(files: list[Path], options, judge, cluster):
+    """Each file's result as it is done, with progress bars: on this machine in the planned order (several files in
+    flight, a bar each), or from the cluster in the order they finish (one bar counting files). Closing the
+    iterators stops the scan's threads, or cancels what is in flight, whichever way the caller's loop ends."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deepscan.media.errors import shown_path
+    from deepscan.scan import Scanner
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err, transient=True,
+                        disable=not err.is_terminal)
+    with (cluster if cluster is not None else Scanner(None, options, judge=judge)) as engine, progress:
+        if cluster is not None:
+            task = progress.add_task("scanning on the cluster", total=len(files), rate="")
+            with contextlib.closing(engine.scan(files)) as outcomes:
+                for outcome in outcomes:
+                    progress.advance(task)
+                    yield outcome.result
             return
-        snapshot = report(finished=False)
-        for path in checkpoints:
-            try:
-                write_report(snapshot, path)
-            except OSError as error:
-                if force:  # before the scan: better to stop now than to scan for nothing
-                    fail(f"cannot write the report to {path}: {error.strerror or error}")
-                if not warned:
-                    err.print(f"[yellow]warning:[/] the report so far could not be written to {escape(str(path))} "
-                              f"({escape(error.strerror or str(error))}); trying again after each file",
-                              highlight=False)
-                    warned = True
-        written_at = time.perf_counter()
-        write_s = written_at - start
-
-    checkpoint(force=True)
-    with Scanner(None, options, judge=judge) as scanner, Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
         bars: dict[Path, tuple] = {}  # a progress bar per file in flight: (its tick, its task)
 
         def on_frame(path: Path) -> None:
@@ -190,25 +200,19 @@ def _run_scan(
                 bars[path] = _rate_ticker(progress, task), task
             bars[path][0]()
 
-        try:
-            # Several files are in flight at once (images fill a batch together); each comes out complete, in
-            # order. Closing the iterator stops the scan's threads whichever way this block ends.
-            with contextlib.closing(scanner.scan_files(files, on_frame=on_frame)) as scanned:
-                for result in scanned:
-                    if (bar := bars.pop(Path(result.path), None)) is not None:
-                        progress.remove_task(bar[1])
-                    results.append(result)
-                    print_file_line(result)
-                    checkpoint()
-        except ScanInterrupted as stop:
-            results.append(stop.result)
-            interrupted = True
-        except KeyboardInterrupt:
-            interrupted = True
-            err.print("[yellow]interrupted: keeping the results so far[/]")
-    print_summary(results, judge.trained, ensemble=judge.is_ensemble)
-    if json_out is not None or report_dir is not None:
-        final = report(finished=True)
+        with contextlib.closing(engine.scan_files(files, on_frame=on_frame)) as scanned:
+            for result in scanned:
+                if (bar := bars.pop(Path(result.path), None)) is not None:
+                    progress.remove_task(bar[1])
+                yield result
+
+
+def _write_final_reports(record, json_out: Path | None, report_dir: Path | None, judge, config, pdf: bool) -> None:
+    from deepscan.report.json_report import write_report
+
+    if json_out is None and report_dir is None:
+        return
+    final = record.report(finished=True)
     if json_out is not None:
         try:
             write_report(final, json_out)
@@ -220,10 +224,7 @@ def _run_scan(
             err.print("[yellow]note:[/] heat maps are drawn per detector: the report has none for the ensemble "
                       "(run `deepscan explain --method NAME --from REPORT` with a member)")
         _write_scan_report(final, report_dir, judge.members[0], config, pdf=pdf,
-                           explain_faces=not interrupted and not judge.is_ensemble)
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return 0 if all(result.status == "complete" for result in results) and len(results) == len(files) else EXIT_INCOMPLETE
+                           explain_faces=not record.interrupted and not judge.is_ensemble)
 
 
 def _judge_for(options, without: list[str] | tuple[str, ...] = ()):
