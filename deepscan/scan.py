@@ -34,7 +34,7 @@ from deepscan.media.files import file_sha256
 from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import iter_frames, probe_video
-from deepscan.pipeline import Pipeline
+from deepscan.pipeline import CtrlC, Pipeline
 from deepscan.precision import (
     CPU_BATCH_SIZE,
     autocast,
@@ -45,6 +45,7 @@ from deepscan.precision import (
 )
 from deepscan.reliability import ReliableRange, bits_per_pixel, face_sharpness, strictest
 from deepscan.runtime import select_device
+from deepscan.runtimes import RuntimeChoiceError, load_runtime, runtime_custody
 from deepscan.scan_results import FaceResult, FileResult, ScanInterrupted  # noqa: F401 - also imported from here
 from deepscan.verdicts import (
     TrackVerdict,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from deepscan.calibration import Calibration
     from deepscan.detectors.base import Detector
     from deepscan.ensemble import EnsemblePlan
+    from deepscan.runtimes import FaceRuntime
 
 NO_WEIGHTS = ResolvedWeights(None, "none", None)
 
@@ -79,6 +81,7 @@ class ScanOptions:
     margin: float = 1.3
     threshold: float | None = None  # None: the weights' calibrated threshold (model card), else 0.5
     pipeline: bool = True  # False: the serial reference loop, one frame at a time in the caller's thread
+    runtime: str = "auto"  # "auto", "eager", "compile", "onnx" or "openvino" (deepscan.runtimes)
 
 
 @dataclass
@@ -88,18 +91,14 @@ class _Pending:
 
 
 def face_logits(detector: "Detector", crops: np.ndarray) -> np.ndarray:
-    """Face crops ``(N, S, S, 3)`` uint8 RGB -> the detector's fake-logit per crop, in one batch on its device."""
+    """Face crops ``(N, S, S, 3)`` uint8 RGB -> the detector's fake-logit per crop, in one batch on its device
+    (eager PyTorch: the scan's members score through their runtime, :mod:`deepscan.runtimes`)."""
     import torch
 
+    from deepscan.runtimes.torch_runtimes import eager_logits
+
     device = next(iter(detector.state_dict().values()), torch.empty(0)).device
-    batch = torch.from_numpy(np.ascontiguousarray(crops))
-    # To a GPU the uint8 crops (a quarter of the bytes of floats) are copied from page-locked memory, which lets
-    # the copy run asynchronously; the result's copy back waits for it.
-    batch = batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
-    batch = batch.permute(0, 3, 1, 2).float().div_(255)
-    with torch.inference_mode():
-        logits = detector(batch)
-    return logits.float().cpu().numpy().astype(np.float64)
+    return eager_logits(detector, crops, device)
 
 
 @dataclass
@@ -110,6 +109,7 @@ class Member:
     weights: ResolvedWeights = NO_WEIGHTS
     calibration: "Calibration" = field(init=False)
     reliable_range: ReliableRange = field(init=False)
+    runtime: "FaceRuntime | None" = field(default=None, init=False)  # set by the Scanner; None: eager
 
     def __post_init__(self) -> None:
         self.calibration = self.weights.calibration
@@ -125,7 +125,8 @@ class Member:
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated P(fake) per crop."""
-        return self.calibration.probability(face_logits(self.detector, crops))
+        logits = self.runtime.logits(crops) if self.runtime is not None else face_logits(self.detector, crops)
+        return self.calibration.probability(logits)
 
     def custody(self) -> dict:
         reliability = self.weights.card.reliability if self.weights.card else None
@@ -138,6 +139,7 @@ class Member:
             "calibration": self.calibration.as_dict(),
             "reliable_range": self.reliable_range.as_dict(),
             "reliability_note": reliability.text if reliability else None,  # the card's words on where it fails
+            "runtime": runtime_custody(self.runtime) if self.runtime is not None else {"name": "eager"},
         }
 
 
@@ -223,11 +225,18 @@ class Scanner:
         self.judge = judge or Judge.single(detector, weights, options.threshold, trained=trained)
         self.trained = self.judge.trained
         self.device = torch.device(select_device(options.device))
-        autocast_dtype(options.precision, self.device)  # an unknown or unsupported precision fails here, at once
+        reduced = autocast_dtype(options.precision, self.device)  # an unknown or unsupported precision fails here
+        if reduced is not None and options.runtime not in ("auto", "eager", "compile"):
+            raise RuntimeChoiceError(f"runtime {options.runtime} runs float32 only: use --precision fp32, "
+                                     "or --runtime eager")
+        # Autocast (a reduced precision) works on PyTorch only: there auto means eager.
+        runtime = "eager" if reduced is not None and options.runtime == "auto" else options.runtime
         for member in self.judge.members:
-            # Channels-last suits the convolution kernels (measured 1.3-1.9x on FAClue on the CPU); the crops
-            # arrive channels-last already, being a permuted (N, H, W, 3) array.
-            member.detector = member.detector.to(self.device, memory_format=torch.channels_last).eval()
+            # Eager and compile move the detector to the device, channels-last (see deepscan.runtimes).
+            member.runtime = load_runtime(
+                member.detector.eval(), runtime, weights_sha256=member.weights.sha256, input_size=member.input_size,
+                device=self.device.type, batch_size=options.batch_size or CPU_BATCH_SIZE,
+            )
         self.reliable_range = self.judge.reliable_range
         self.crop_sizes = self.judge.crop_sizes
         self.sharpness_size = max(self.crop_sizes)
@@ -354,46 +363,73 @@ class Scanner:
 
         Several files are in flight at once when the pipeline has room, so that small files (images) fill the
         detector's batches together. ``on_frame(path)`` is called, in the caller's thread, after each frame of
-        ``path`` is scanned. A file that fails is its result's error, and the scan goes on; Ctrl-C raises
-        ScanInterrupted with the result so far of the file in progress. Stopping early: close the iterator
-        (``contextlib.closing``) to stop the pipeline's threads at once.
+        ``path`` is scanned. A file that fails is its result's error, and the scan goes on. Stopping early: close
+        the iterator (``contextlib.closing``) to stop the pipeline's threads at once.
+
+        Ctrl-C raises ScanInterrupted with the result of the file in progress: as far as it was scanned, or as
+        concluded if it was scanned to its end but not yet handed out. Where no file is in progress (none begun
+        yet, or the last one handed out) it is a plain KeyboardInterrupt, as it is while the caller has a result
+        in hand (raised where it lands in the caller's code). Either way every thread of the scan has ended.
         """
-        with self._one_scan():
+        # Ctrl-C is held while the scan's own code runs in this thread, and acted on where it belongs: raised
+        # wherever it lands, it could be lost in a finalizer or break a lock, a join or the bookkeeping of a file.
+        with CtrlC() as ctrl_c, self._one_scan():
             if not self.options.pipeline:
-                for path in map(Path, paths):
-                    tick = None if on_frame is None else functools.partial(on_frame, path)
-                    yield self._scan_file_serially(path, tick)
+                yield from self._scan_serially(map(Path, paths), on_frame, ctrl_c)
                 return
             from deepscan.scan_stages import scan_pipelined
 
-            with Pipeline("scan") as self._pipeline:
+            with Pipeline("scan", ctrl_c) as self._pipeline:
                 try:
                     yield from scan_pipelined(self, self._pipeline, paths, self.batch_size, on_frame)
                 finally:
                     self._pipeline = None
 
     def scan_file(self, path: Path, on_frame: Callable[[], None] | None = None) -> FileResult:
-        """Scan one file: its result (status complete, partial or error); Ctrl-C raises ScanInterrupted with
-        the result so far. ``on_frame()`` is called after each frame is scanned."""
-        [result] = self.scan_files([path], None if on_frame is None else (lambda _path: on_frame()))
+        """Scan one file: its result (status complete, partial or error); Ctrl-C until it returns raises
+        ScanInterrupted with the result so far. ``on_frame()`` is called after each frame is scanned."""
+        result = None
+        try:
+            with CtrlC():  # held from the moment the scan hands the result out until this returns it
+                tick = None if on_frame is None else (lambda _path: on_frame())
+                with contextlib.closing(self.scan_files([path], tick)) as results:
+                    result = next(results)
+        except KeyboardInterrupt:
+            if result is None:
+                raise
+            raise ScanInterrupted(result) from None
         return result
 
-    def _scan_file_serially(self, path: Path, on_frame: Callable[[], None] | None) -> FileResult:
+    def _scan_serially(self, paths: Iterable[Path], on_frame: Callable[[Path], None] | None,
+                       ctrl_c: CtrlC) -> Iterator[FileResult]:
+        for path in paths:
+            tick = None if on_frame is None else functools.partial(on_frame, path)
+            ready = self._scan_file_serially(path, tick, ctrl_c)
+            if ctrl_c.let_through():  # held while the file was concluded: it is still the file in progress
+                raise ScanInterrupted(ready)
+            try:
+                yield ready
+            finally:
+                ctrl_c.passing = False
+
+    def _scan_file_serially(self, path: Path, on_frame: Callable[[], None] | None, ctrl_c: CtrlC) -> FileResult:
         started = time.perf_counter()
         result = self._new_result(path)
         try:
             self._check_file(path, result)
-            self._scan_frames_serially(path, result, on_frame)
+            self._scan_frames_serially(path, result, on_frame, ctrl_c)
         except BaseException as error:  # noqa: BLE001 - settled (or raised again) by _settle
             return self._settle(path, result, error, started)
         return self._settle(path, result, None, started)
 
-    def _scan_frames_serially(self, path: Path, result: FileResult, on_frame) -> None:
+    def _scan_frames_serially(self, path: Path, result: FileResult, on_frame, ctrl_c: CtrlC) -> None:
         tracker = self._start_face_search()
         pending: list[_Pending] = []
         batch_size = self.batch_size
         try:
             for frame_index, time_s, image in self._frames(path, result):
+                if ctrl_c.take():
+                    raise KeyboardInterrupt  # held during the frames before: they are scanned, this one is not
                 found = self._find_faces(tracker, frame_index, time_s, image)
                 result.faces.extend(item.face for item in found)
                 pending.extend(found)

@@ -18,7 +18,9 @@ one at the earliest frame is the file's error, as the serial scan would have met
 
 Ctrl-C (in the caller's thread, where Python delivers it) stops every stage at once; the file in progress keeps
 the frames already handed to the caller's thread, every face of them scored. Frames still on their way are not
-counted: a frame counts once its faces are scored.
+counted: a frame counts once its faces are scored. The caller's thread holds Ctrl-C back (``deepscan.pipeline.
+CtrlC``) and acts on it where it waits for the next frame, or before it hands a result out: never halfway through
+its own bookkeeping, where it could lose a result, nor anywhere it could be lost.
 
 Memory stays flat: the channels are bounded (``QUEUE_SIZES``) and the scoring stage holds at most
 ``WAITING_BATCHES x batch_size`` frames and one batch of faces, so decoded frames, crops and files in flight are
@@ -35,12 +37,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
 from deepscan.pipeline import Channel, Pipeline, Stopped
-from deepscan.scan_results import FaceResult, FileResult
+from deepscan.scan_results import FaceResult, FileResult, ScanInterrupted
 
 if TYPE_CHECKING:
     from deepscan.scan import Scanner
@@ -129,30 +131,70 @@ def scan_pipelined(
     sizes: QueueSizes = QUEUE_SIZES,
 ) -> Iterator[FileResult]:
     """Each file's complete result, in the order of ``paths``, its stages run on ``pipeline`` (which the caller
-    closes); see the module's description. Ctrl-C raises ScanInterrupted with the result so far of the file in
-    progress (a plain KeyboardInterrupt between files)."""
+    closes); see the module's description.
+
+    Ctrl-C is held by ``pipeline.ctrl_c`` (entered by the caller) while this runs, and acted on where it belongs:
+    it raises ScanInterrupted with the result of the file in progress, the earliest not handed out yet (as far as
+    it was scanned; as concluded, if it was); a plain KeyboardInterrupt where no file is in progress. While the
+    consumer has a result in hand, Ctrl-C is its own KeyboardInterrupt, raised where it lands."""
+    ctrl_c = pipeline.ctrl_c
     in_flight: deque[FileJob] = deque()  # begun by the decoder, not yet handed out; in input order
+    scored: Channel | None = None
+    while True:
+        ready: FileResult | None = None  # concluded, not yet handed out
+        try:
+            if scored is None:
+                scored = _start_stages(scanner, pipeline, paths, batch_size, in_flight, sizes)
+            ready = _next_result(scanner, scored, in_flight, on_frame)
+            if ready is None:
+                return
+            if ctrl_c.let_through():
+                raise KeyboardInterrupt  # held while the file was concluded: it is still the file in progress
+            try:
+                yield ready
+            finally:
+                ctrl_c.passing = False  # first, so that nothing can land between (no call comes before)
+                ready = None  # handed out, whatever comes now
+        except KeyboardInterrupt:
+            _stop_for_ctrl_c(scanner, pipeline, in_flight, ready)
+
+
+def _start_stages(scanner: Scanner, pipeline: Pipeline, paths: Iterable[str | Path], batch_size: int,
+                  in_flight: deque, sizes: QueueSizes) -> Channel:
     decoded = pipeline.channel(sizes.decoded_frames, "decoded frames")
     found = pipeline.channel(sizes.found_faces, "found faces")
     scored = pipeline.channel(sizes.scored_frames, "scored frames")
     pipeline.start("decode", decode_files, scanner, paths, in_flight, decoded)
     pipeline.start("faces", find_faces, scanner, decoded, found)
     pipeline.start("scoring", score_faces, scanner, batch_size, found, scored)
-    try:
-        while (item := scored.get()) is not END_OF_INPUT:
-            if isinstance(item, ScoredFrame):
-                _count_frame(item, on_frame)
-                continue
-            in_flight.popleft()
-            job = item.job
-            yield scanner._settle(job.path, job.result, item.error if job.failure is None else job.failure,
-                                  job.started)
-    except KeyboardInterrupt:
-        pipeline.close()  # no stage touches a result after this
-        if not in_flight:
-            raise
-        job = in_flight[0]
-        scanner._settle(job.path, job.result, KeyboardInterrupt(), job.started)  # raises ScanInterrupted
+    return scored
+
+
+def _next_result(scanner: Scanner, scored: Channel, in_flight: deque,
+                 on_frame: Callable[[Path], None] | None) -> FileResult | None:
+    """The next file's result, once its last frame is counted and it is concluded (None after the last)."""
+    while (item := scored.get()) is not END_OF_INPUT:
+        if isinstance(item, ScoredFrame):
+            _count_frame(item, on_frame)
+            continue
+        job = item.job
+        result = scanner._settle(job.path, job.result, item.error if job.failure is None else job.failure,
+                                 job.started)
+        in_flight.popleft()  # only now: until it is concluded, the file is the one in progress
+        return result
+    return None
+
+
+def _stop_for_ctrl_c(scanner: Scanner, pipeline: Pipeline, in_flight: deque, ready: FileResult | None) -> NoReturn:
+    """Stop every stage, then raise ScanInterrupted with the file in progress (``ready``, concluded but not handed
+    out, else the earliest one begun), or KeyboardInterrupt where there is none."""
+    pipeline.close()  # no stage touches a result after this
+    if ready is not None:
+        raise ScanInterrupted(ready) from None
+    if not in_flight:
+        raise  # the KeyboardInterrupt being handled
+    job = in_flight[0]
+    scanner._settle(job.path, job.result, KeyboardInterrupt(), job.started)  # raises ScanInterrupted
 
 
 def _count_frame(frame: ScoredFrame, on_frame: Callable[[Path], None] | None) -> None:

@@ -248,13 +248,13 @@ def test_ensemble_averages_calibrated_members_on_their_own_crops(tmp_path, portr
     shipped.add("tiny_a", 2.0, calibration=calibration_card)  # sigmoid(3) = 0.953 >= its 0.7: fake
     shipped.add("tiny_b", -2.5)  # no card: sigmoid(-2.5) = 0.076, below 0.5: real
     seen = []
-    original = scan_module.face_logits
+    original = scan_module.Member.probabilities
 
-    def recording(detector, crops):
-        seen.append((detector.config.name, crops.shape))
-        return original(detector, crops)
+    def recording(member, crops):
+        seen.append((member.name, crops.shape))
+        return original(member, crops)
 
-    monkeypatch.setattr(scan_module, "face_logits", recording)
+    monkeypatch.setattr(scan_module.Member, "probabilities", recording)
     result, report = _scan_json(tmp_path, portrait_jpg, "--method", "ensemble")
     assert result.exit_code == 0, result.output
     assert sorted(seen) == [("tiny_a", (1, 32, 32, 3)), ("tiny_b", (1, 48, 48, 3))]

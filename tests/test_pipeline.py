@@ -10,7 +10,9 @@ from __future__ import annotations
 import _thread
 import dataclasses
 import math
+import signal
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from PIL import Image
 
 from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.media.synthetic import moving_portrait_clip, second_portrait
-from deepscan.pipeline import Pipeline
+from deepscan.pipeline import CtrlC, Pipeline
 from deepscan.precision import (
     CPU_BATCH_SIZE,
     MAX_GPU_BATCH_SIZE,
@@ -331,12 +333,35 @@ def test_under_deepscan_debug_a_worker_failure_is_raised_with_its_traceback(scan
     assert threading.active_count() == before
 
 
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C (SIGINT) raising KeyboardInterrupt, as in a terminal, however this process was started: one that a
+    shell starts in the background (``pytest ... &``) ignores SIGINT, and ``_thread.interrupt_main()`` then does
+    nothing at all. The scan must leave the handler as it found it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, previous)
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def scored_faces_and_verdict(result) -> bool:
+    return all(not math.isnan(face.fake_probability) for face in result.faces) and result.verdict is not None
+
+
 @pytest.mark.parametrize("how", ["on_frame", "signal"])
 @pytest.mark.parametrize("pipeline", [True, False])
 def test_ctrl_c_ends_the_scan_with_the_files_results_so_far_and_stops_every_thread(scanner, options, portrait_clip,
-                                                                                  monkeypatch, how, pipeline):
+                                                                                  monkeypatch, sigint_raises, how,
+                                                                                  pipeline):
     """Ctrl-C reaches the caller's thread: raised there by on_frame, or delivered as SIGINT while the caller
-    waits for results (the stages' threads never see it)."""
+    waits for results (the stages' threads never see it). The face stage that sends SIGINT then waits for the
+    scan to stop it, so that the scan cannot run to its end first, however the threads are scheduled."""
     before = threading.active_count()
     frames_seen = []
 
@@ -352,6 +377,9 @@ def test_ctrl_c_ends_the_scan_with_the_files_results_so_far_and_stops_every_thre
             detections.append(1)
             if len(detections) == 4:
                 _thread.interrupt_main()  # as SIGINT does: KeyboardInterrupt in the main thread
+                if pipeline:  # this is the face stage's thread: it goes on only once the scan stopped it
+                    stopping = scanner._pipeline
+                    wait_until(lambda: stopping.stopped)
             return real_detect(image)
 
         monkeypatch.setattr(scanner.faces, "detect", detect_then_ctrl_c)
@@ -366,11 +394,172 @@ def test_ctrl_c_ends_the_scan_with_the_files_results_so_far_and_stops_every_thre
     if how == "on_frame":
         assert result.frames_scanned == 3
     assert len(result.faces) == result.frames_scanned  # one face a frame, every one of them scored
-    assert all(not math.isnan(face.fake_probability) for face in result.faces) and result.verdict is not None
+    assert scored_faces_and_verdict(result)
     assert threading.active_count() == before
 
 
-def test_ctrl_c_while_decoding_a_file_of_a_folder_keeps_the_files_before(scanner, options, folder, monkeypatch):
+class CtrlCInAFinalizer:
+    """Dropped on the caller's thread, it is Ctrl-C pressed while a finalizer runs there: a KeyboardInterrupt
+    raised inside a finalizer is printed as "Exception ignored" and lost."""
+
+    def __del__(self):
+        _thread.interrupt_main()
+        len("the signal is handled at this call")
+
+
+# Each puts Ctrl-C (SIGINT, as the terminal sends it) at one place where the caller's thread can be, the 1st file
+# of two being scanned; then: the 1st file's result as ScanInterrupted must carry it, and how many frames.
+def _while_starting_the_stages(scanner, monkeypatch, frames_seen):
+    decoding, real_frames, real_start = threading.Event(), scanner._frames, Pipeline.start
+
+    def frames(path, result):
+        decoding.set()
+        yield from real_frames(path, result)
+
+    def start(pipeline, name, *args):
+        if name == "scoring":  # the decoder has begun the 1st file: it is in progress
+            decoding.wait(30)
+            _thread.interrupt_main()
+        real_start(pipeline, name, *args)
+
+    monkeypatch.setattr(scanner, "_frames", frames)
+    monkeypatch.setattr(Pipeline, "start", start)
+    return "partial", lambda: 0
+
+
+def _while_waiting_for_a_frame(scanner, monkeypatch, frames_seen):
+    """As the wait for the next scored frame takes the queue's lock again (before, Ctrl-C there was RuntimeError:
+    release unlocked lock). No frame is decoded before the caller's thread waits."""
+    waited, real_frames, real_acquire_restore = threading.Event(), scanner._frames, threading.Condition._acquire_restore
+
+    def frames(path, result):
+        waited.wait(30)
+        yield from real_frames(path, result)
+
+    def acquire_restore(condition, state):
+        pipeline = scanner._pipeline
+        if (threading.current_thread() is threading.main_thread() and not waited.is_set() and pipeline is not None
+                and len(pipeline.channels) == 3 and condition is pipeline.channels[-1]._queue.not_empty):
+            waited.set()
+            _thread.interrupt_main()
+        return real_acquire_restore(condition, state)
+
+    monkeypatch.setattr(scanner, "_frames", frames)
+    monkeypatch.setattr(threading.Condition, "_acquire_restore", acquire_restore)
+    return "partial", lambda: min(len(frames_seen), 1)
+
+
+def _while_concluding_a_file(scanner, monkeypatch, frames_seen):
+    """Scanned to its end and being concluded (before, a Ctrl-C there lost the file's result: the scan went on to
+    interrupt the next file, or raised a plain KeyboardInterrupt)."""
+    real_conclude = scanner._conclude
+
+    def conclude(result, started):
+        if not frames_seen[-1:] == ["concluded"]:
+            frames_seen.append("concluded")
+            _thread.interrupt_main()
+        real_conclude(result, started)
+
+    monkeypatch.setattr(scanner, "_conclude", conclude)
+    return "complete", lambda: 8
+
+
+def _in_a_finalizer(scanner, monkeypatch, frames_seen):
+    """While a finalizer runs on the caller's thread (before, the scan ran on to its end: Ctrl-C was lost)."""
+
+    def on_frame(*_path):
+        frames_seen.append(1)
+        if len(frames_seen) == 2:
+            CtrlCInAFinalizer()
+
+    return "partial", lambda: 2, on_frame
+
+
+@pytest.mark.parametrize(("where", "pipeline"), [
+    (_while_starting_the_stages, True),
+    (_while_waiting_for_a_frame, True),
+    (_while_concluding_a_file, True),
+    (_while_concluding_a_file, False),
+    (_in_a_finalizer, True),
+    (_in_a_finalizer, False),
+], ids=lambda value: value.__name__.strip("_") if callable(value) else None)
+def test_ctrl_c_wherever_it_lands_in_the_callers_thread_interrupts_the_file_in_progress(
+        scanner, options, portrait_clip, monkeypatch, sigint_raises, where, pipeline):
+    before = threading.active_count()
+    frames_seen = []
+    status, frames, *on_frame = where(scanner, monkeypatch, frames_seen)
+    options(pipeline=pipeline)
+    with pytest.raises((ScanInterrupted, KeyboardInterrupt)) as stopped:  # a plain KeyboardInterrupt fails below
+        scan(scanner, [portrait_clip, portrait_clip], on_frame=on_frame[0] if on_frame else None)
+    monkeypatch.undo()
+    assert stopped.type is ScanInterrupted
+    result = stopped.value.result
+    assert (result.status, result.frames_scanned) == (status, frames())
+    assert result.frames_scanned == len([seen for seen in frames_seen if seen == 1]) or status == "complete"
+    assert len(result.faces) == result.frames_scanned and scored_faces_and_verdict(result)
+    assert threading.active_count() == before
+
+
+def test_ctrl_c_until_scan_file_returns_is_scan_interrupted_with_the_files_result(scanner, options, portrait_clip,
+                                                                                 monkeypatch, sigint_raises):
+    """Even once the scan has handed the result out: before, that Ctrl-C was a plain KeyboardInterrupt and the
+    result, complete, was lost."""
+    frames_seen = []
+    _while_concluding_a_file(scanner, monkeypatch, frames_seen)
+    with pytest.raises((ScanInterrupted, KeyboardInterrupt)) as stopped:
+        scanner.scan_file(portrait_clip)
+    assert stopped.type is ScanInterrupted
+    result = stopped.value.result
+    assert (result.status, result.frames_scanned, result.message) == ("complete", 8, None)
+    assert scored_faces_and_verdict(result)
+
+
+def test_a_ctrl_c_while_the_pipeline_closes_is_raised_once_every_thread_has_ended(sigint_raises):
+    """SIGINT to the main thread while Pipeline.close() joins: before, it broke out of the join with the stage
+    still running (and Python 3.11 then took that thread for ended)."""
+    pipeline, ended = Pipeline("test"), threading.Event()
+
+    def stage():
+        wait_until(lambda: pipeline.stopped)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(0.5)  # still at work when the Ctrl-C comes
+        ended.set()
+
+    pipeline.start("slow", stage)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.close()
+    assert ended.is_set() and not pipeline.alive()
+
+
+def test_ctrl_c_held_by_nested_blocks_on_the_main_thread_only(sigint_raises):
+    with CtrlC() as outer:
+        _thread.interrupt_main()
+        assert outer.take() == 1
+        with CtrlC() as inner:
+            _thread.interrupt_main()
+            inner.passing = True
+            _thread.interrupt_main()  # passed on: held by the outer block
+            inner.passing = False
+            assert inner.take() == 1
+        assert outer.take() == 1
+        elsewhere = []
+        worker = threading.Thread(target=lambda: elsewhere.append(CtrlC().__enter__()._installed))
+        worker.start()
+        worker.join()
+        assert elsewhere == [False]  # other threads never get KeyboardInterrupt
+    # One held to the end of the block comes out there, as it came; the handler is the one before.
+    with pytest.raises(KeyboardInterrupt):
+        with CtrlC():
+            _thread.interrupt_main()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(ValueError):
+        with CtrlC():
+            _thread.interrupt_main()
+            raise ValueError("already ending: the Ctrl-C held changes nothing")
+
+
+def test_ctrl_c_while_decoding_a_file_of_a_folder_keeps_the_files_before(scanner, options, folder, monkeypatch,
+                                                                          sigint_raises):
     real_frames = scanner._frames
 
     def ctrl_c_in_the_third_file(path, result):
@@ -404,10 +593,23 @@ def test_one_scan_at_a_time(scanner, options, portrait_clip):
 def test_each_file_starts_a_new_face_search(scanner, options, folder, monkeypatch):
     """A face search that keeps state (one guided by the tracks so far) is reset before each file, in the
     thread that calls its detect()."""
-    calls = []
+    calls, detecting = [], []
     real_detect = scanner.faces.detect
-    monkeypatch.setattr(scanner.faces, "reset", lambda: calls.append("reset"), raising=False)
-    monkeypatch.setattr(scanner.faces, "detect", lambda image: (calls.append("detect"), real_detect(image))[1])
+
+    def reset():
+        if not detecting:  # the guided search also resets itself, within detect(), on frames too small to tile
+            calls.append("reset")
+
+    def detect(image):
+        calls.append("detect")
+        detecting.append(image)
+        try:
+            return real_detect(image)
+        finally:
+            detecting.pop()
+
+    monkeypatch.setattr(scanner.faces, "reset", reset, raising=False)
+    monkeypatch.setattr(scanner.faces, "detect", detect)
     paths = [path for path in files_of(folder) if path.suffix == ".png"]
     scan(scanner, paths)
     assert calls == ["reset", "detect"] * len(paths)
