@@ -29,12 +29,16 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         built = shipped_build(config) if status == "shipped" else {}
         with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
             parameters = create_detector(name, **built.get("kwargs", {})).count_parameters()
+        input_size = built.get("input_size", config.input_size)
         rows.append(
             {
                 "name": name,
                 "paper": config.paper,
-                "input_size": built.get("input_size", config.input_size),
+                "input_size": input_size,
                 "parameters": parameters,
+                # Counted at the config's input size; convolutional cost grows with the pixels of another build's.
+                "gflops_per_face": (round(config.gflops * (input_size / config.input_size) ** 2, 2)
+                                    if config.gflops else None),
                 "weights_available": status in WEIGHTS_AT_HAND,
                 "weights": status,
             }
@@ -46,6 +50,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
             "paper": ENSEMBLE_PAPER,
             "input_size": None,  # each member at its own
             "parameters": sum(row["parameters"] for row in rows if row["name"] in members),
+            "gflops_per_face": (round(sum(row["gflops_per_face"] for row in rows if row["name"] in members), 2)
+                                if members and all(row["gflops_per_face"] for row in rows if row["name"] in members)
+                                else None),
             "weights_available": bool(members),
             "weights": f"members: {', '.join(members)}" if members else "no member: no detector has trained weights",
             "members": members,
@@ -60,6 +67,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     table.add_column("paper", overflow="ellipsis", ratio=1)
     table.add_column("input", justify="right", no_wrap=True, min_width=7)
     table.add_column("parameters", justify="right", no_wrap=True, min_width=10)
+    table.add_column("GFLOP/face", justify="right", no_wrap=True, min_width=10)
     table.add_column("weights", overflow="fold", min_width=9)
     for row in rows:
         status = row["weights"]
@@ -69,6 +77,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
             Text(row["paper"], no_wrap=True, overflow="ellipsis"),
             f"{row['input_size']}x{row['input_size']}" if row["input_size"] else "per member",
             f"{row['parameters'] / 1e6:.2f} M",
+            f"{row['gflops_per_face']:g}" if row["gflops_per_face"] else "-",
             Text(status, style=colour),
         )
     out.print(table)

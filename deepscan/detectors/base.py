@@ -41,6 +41,9 @@ class DetectorConfig:
     weights: str | None = None
     hub_repo: str | None = None
     summary: str = ""
+    # The cost of scoring one face at input_size, in GFLOP (torch.utils.flop_counter on a one-face forward of the
+    # default build; FFTs and DCTs are not counted): what `deepscan models` states, whatever the machine.
+    gflops: float | None = None
 
 
 @dataclass

@@ -232,6 +232,7 @@ FACLUE_SUMMARY = (
         name="faclue",
         paper="Liang et al., FAClue: Exploring Frequency Clues by Adaptive Frequency-Attention for Deepfake Detection",
         input_size=224,
+        gflops=1.79,
         cam_target_layers=("rgb_blocks.6", "freq_blocks.6"),
         weights="faclue.safetensors",
         summary=FACLUE_SUMMARY,

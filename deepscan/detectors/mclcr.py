@@ -374,6 +374,7 @@ MCLCR_SUMMARY = (
         paper="Wang et al., MC-LCR: Multi-modal contrastive classification by locally correlated representations "
         "for effective face forgery detection (Knowledge-Based Systems, 2022)",
         input_size=256,
+        gflops=13.18,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         cam_target_layers=("backbone.act4",),

@@ -803,6 +803,7 @@ RALF_SUMMARY = (
         name="ralf",
         paper="Yuan et al., Face Forgery Detection via Reconstructing Authentic-like Frequency",
         input_size=256,
+        gflops=140.0,  # the MIMO-UNet reconstructor works on the whole face at full resolution
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         cam_target_layers=("classifier.trunk.act4",),

@@ -536,12 +536,13 @@ BASELINE_SUMMARY = "The plain {} the SFIConv paper compares against (Table III),
 RESNET_LAYOUTS = {"resnet26": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}
 
 
-def _register_sfic_resnet(name: str, depth: str, weights: str | None = None):
+def _register_sfic_resnet(name: str, depth: str, weights: str | None = None, gflops: float | None = None):
     @register_detector(
         SFIConvConfig(
             name=name,
             paper=PAPER,
             input_size=256,
+            gflops=gflops,
             cam_target_layers=(f"backbone.layer3.{RESNET_LAYOUTS[depth][2] - 1}.act_spatial",),
             weights=weights,
             summary=f"SFIC-{depth.replace('resnet', 'ResNet')}. " + SFICONV_SUMMARY,
@@ -573,7 +574,7 @@ def _register_resnet_baseline(name: str, depth: str):
     return entrypoint
 
 
-sficonv = _register_sfic_resnet("sficonv", "resnet26", weights="sficonv.safetensors")
+sficonv = _register_sfic_resnet("sficonv", "resnet26", weights="sficonv.safetensors", gflops=6.13)
 sficonv_resnet50 = _register_sfic_resnet("sficonv_resnet50", "resnet50")
 baseline_resnet26 = _register_resnet_baseline("baseline_resnet26", "resnet26")
 baseline_resnet50 = _register_resnet_baseline("baseline_resnet50", "resnet50")
