@@ -42,7 +42,8 @@ class FileResult:
 
 
 class ScanInterrupted(Exception):
-    """Ctrl-C during a file: carries that file's results so far (status ``partial``)."""
+    """Ctrl-C during a file: carries that file's results so far (status ``partial``; ``complete`` or ``error`` when the
+    file was done before Ctrl-C came but not yet handed out)."""
 
     def __init__(self, result: "FileResult"):
         super().__init__(result.path)

@@ -66,11 +66,14 @@ def face_png(tmp_path_factory) -> Path:
 
 # --- weights ----------------------------------------------------------------------------------------------------
 
+PICKLE_REFUSED = ("only .safetensors weights (or their .safetensors.index.json shard index) are accepted (pickled "
+                  "checkpoints can run code)")
+
 
 @pytest.mark.parametrize("name, message", [
-    ("model.pt", "only .safetensors weights are accepted (pickled checkpoints can run code)"),
-    ("model.pth", "only .safetensors weights are accepted (pickled checkpoints can run code)"),
-    ("model.bin", "only .safetensors weights are accepted (pickled checkpoints can run code)"),
+    ("model.pt", PICKLE_REFUSED),
+    ("model.pth", PICKLE_REFUSED),
+    ("model.bin", PICKLE_REFUSED),
     ("model.safetensors", "not a readable safetensors file"),  # a pickle renamed: read as safetensors, refused
 ])
 def test_pickled_weights_are_refused_and_never_unpickled(tmp_path, face_png, name, message):
@@ -186,7 +189,8 @@ def test_a_recipe_cannot_import_or_run_code(workspace):
         (recipe(workspace, "trunk.yaml", extra="pretrained: {path: trunk.pth, format: timm, into: [[stem]]}\n"), [],
          "trunk.pth: not a readable checkpoint (UnpicklingError)"),
         (recipe(workspace, "init.yaml", extra="init: start.pt\n"), [],
-         "init: " + str(workspace / "start.pt") + ": only .safetensors weights are accepted"),
+         "init: " + str(workspace / "start.pt") + ": only .safetensors weights (or their .safetensors.index.json "
+         "shard index) are accepted"),
     ]
     # A backbone is a name in timm's registry, never a module path: an unknown one is an error, not an import.
     backbone = recipe(workspace, "backbone.yaml", name="faclue", kwargs={"backbone": "evil"})
