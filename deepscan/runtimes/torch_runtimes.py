@@ -31,7 +31,8 @@ def eager_logits(forward: Callable[["torch.Tensor"], "torch.Tensor"], crops: np.
     fake-logits as float64: the scan's one way of feeding a PyTorch detector (``deepscan.scan.face_logits``)."""
     import torch
 
-    batch = torch.from_numpy(np.ascontiguousarray(crops))
+    # A read-only array (a decoded image is one) is copied: torch refuses to share memory it could write to.
+    batch = torch.from_numpy(np.ascontiguousarray(crops) if crops.flags.writeable else np.array(crops))
     # To a GPU the uint8 crops (a quarter of the bytes of floats) are copied from page-locked memory, which lets
     # the copy run asynchronously; the result's copy back waits for it.
     batch = batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
