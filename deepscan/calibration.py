@@ -130,6 +130,49 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_fpr: 
     return threshold, float(fpr[allowed]), float(tpr[allowed])
 
 
+def _checked_inputs(logits, labels, target_fpr: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``logits`` and ``labels`` as flat arrays, checked: as many of each, finite logits, 0/1 labels of both
+    classes, ``target_fpr`` in [0, 1); and the counts of real and fake faces."""
+    x = np.asarray(logits, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    if x.shape != y.shape:
+        raise CalibrationError(f"{x.size} logits but {y.size} labels")
+    if not np.isfinite(x).all():
+        raise CalibrationError("logits must be finite numbers")
+    if not np.isin(y, (0, 1)).all():
+        raise CalibrationError("labels must be 0 (real) or 1 (fake)")
+    if not 0.0 <= target_fpr < 1.0:
+        raise CalibrationError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    reals, fakes = int((y == 0).sum()), int((y == 1).sum())
+    if reals == 0 or fakes == 0:
+        raise CalibrationError(f"calibration needs real and fake faces (got {reals} real, {fakes} fake)")
+    return x, y, reals, fakes
+
+
+def _fit_platt(x: np.ndarray, y: np.ndarray) -> Calibration:
+    from sklearn.linear_model import LogisticRegression
+
+    # Balanced classes: the fitted P(fake) assumes even odds of forgery, not the validation split's own mix (more
+    # fakes than reals there, with pseudo-fakes), which says nothing about the footage an investigator brings.
+    model = LogisticRegression(C=PLATT_C, max_iter=1000, class_weight="balanced").fit(x[:, None], y.astype(int))
+    scale, bias = float(model.coef_[0, 0]), float(model.intercept_[0])
+    if scale <= 0:
+        raise CalibrationError(
+            f"fitted scale {scale:.4g} is not positive: on these faces the detector does not score fakes above reals"
+        )
+    return Calibration(scale=scale, bias=bias, method=PLATT)
+
+
+def _check(calibration: Calibration, x: np.ndarray) -> dict:
+    """The card's calibration check: ``CHECK_POINTS`` logits spread over the fitted ones, and what they map to."""
+    order = np.sort(x)
+    stored = order[np.linspace(0, len(order) - 1, CHECK_POINTS).round().astype(int)]
+    return {
+        "logits": [float(v) for v in stored],
+        "probabilities": [float(v) for v in calibration.probability(stored)],
+    }
+
+
 def fit_calibration(
     logits: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
@@ -146,41 +189,13 @@ def fit_calibration(
     the highest score (nothing called fake).
     ``fitted_on`` describes the faces (data set, split, how many videos) for the card's readers.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.asarray(logits, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel()
-    if x.shape != y.shape:
-        raise CalibrationError(f"{x.size} logits but {y.size} labels")
-    if not np.isfinite(x).all():
-        raise CalibrationError("logits must be finite numbers")
-    if not np.isin(y, (0, 1)).all():
-        raise CalibrationError("labels must be 0 (real) or 1 (fake)")
-    if not 0.0 <= target_fpr < 1.0:
-        raise CalibrationError(f"target_fpr must be in [0, 1), got {target_fpr}")
-    reals, fakes = int((y == 0).sum()), int((y == 1).sum())
-    if reals == 0 or fakes == 0:
-        raise CalibrationError(f"calibration needs real and fake faces (got {reals} real, {fakes} fake)")
-
-    # Balanced classes: the fitted P(fake) assumes even odds of forgery, not the validation split's own mix (more
-    # fakes than reals there, with pseudo-fakes), which says nothing about the footage an investigator brings.
-    model = LogisticRegression(C=PLATT_C, max_iter=1000, class_weight="balanced").fit(x[:, None], y.astype(int))
-    scale, bias = float(model.coef_[0, 0]), float(model.intercept_[0])
-    if scale <= 0:
-        raise CalibrationError(
-            f"fitted scale {scale:.4g} is not positive: on these faces the detector does not score fakes above reals"
-        )
-    calibration = Calibration(scale=scale, bias=bias, method=PLATT)
-    probabilities = calibration.probability(x)
-
-    threshold, val_fpr, val_tpr = choose_threshold(probabilities, y, target_fpr)
-
-    order = np.sort(x)
-    stored = order[np.linspace(0, len(order) - 1, CHECK_POINTS).round().astype(int)]
+    x, y, reals, _fakes = _checked_inputs(logits, labels, target_fpr)
+    calibration = _fit_platt(x, y)
+    threshold, val_fpr, val_tpr = choose_threshold(calibration.probability(x), y, target_fpr)
     return {
         "method": PLATT,
-        "scale": scale,
-        "bias": bias,
+        "scale": calibration.scale,
+        "bias": calibration.bias,
         "threshold": threshold,
         "threshold_rule": threshold_rule(reals, target_fpr),
         "fitted_on": fitted_on,
@@ -188,8 +203,5 @@ def fit_calibration(
         "target_fpr": float(target_fpr),
         "val_fpr": val_fpr,
         "val_tpr": val_tpr,
-        "check": {
-            "logits": [float(v) for v in stored],
-            "probabilities": [float(v) for v in calibration.probability(stored)],
-        },
+        "check": _check(calibration, x),
     }

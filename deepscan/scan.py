@@ -1,11 +1,13 @@
 """The scan: media in -> faces -> batches -> scores -> tracks -> verdicts.
 
-Frames stream from the decoder; faces are found, cropped and scored in batches, so memory stays flat whatever the
-video's length. Everything a report needs comes back as plain dataclasses (``deepscan.scan_results``); rendering
+Frames stream from the decoder (one ``deepscan.media.open_media`` per file: its checksum read once, its headers
+probed by the decoder that goes on to its frames); faces are found, cropped and scored in batches, so memory stays
+flat whatever the video's length. Everything a report needs comes back as plain dataclasses
+(``deepscan.scan_results``); a file's status and verdicts are concluded by ``deepscan.scan_conclusion``; rendering
 is the caller's job. Two ways through, with the same results: the pipelined scan (``deepscan.scan_stages``:
 decoding, face detection and scoring on threads of their own, batches across frames and files), and with
-``ScanOptions(pipeline=False)`` the serial loop it is checked against (one frame at a time, in the caller's
-thread).
+``ScanOptions(pipeline=False)`` the serial loop it is checked against (``deepscan.scan_serial``: one frame at a
+time, in the caller's thread).
 
 Scores are calibrated P(fake): each detector's logit goes through its model card's calibration (the identity
 without one), and the track threshold is the card's unless the user gives one. A :class:`Judge` holds what
@@ -16,7 +18,6 @@ own input size.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
 import time
@@ -27,13 +28,13 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from deepscan.media.errors import MediaError, PartialMediaError, shown_path
+from deepscan.media import open_media
+from deepscan.media.checksums import Checksums
+from deepscan.media.errors import shown_path
 from deepscan.media.face_search import make_face_search
 from deepscan.media.faces import Face, crop_face
-from deepscan.media.files import file_sha256
-from deepscan.media.images import load_image, media_kind
 from deepscan.media.tracks import FaceTracker
-from deepscan.media.video import iter_frames, probe_video
+from deepscan.media.video import expected_frame_count
 from deepscan.pipeline import CtrlC, Pipeline
 from deepscan.precision import (
     CPU_BATCH_SIZE,
@@ -43,18 +44,17 @@ from deepscan.precision import (
     gpu_batch_size,
     peak_bytes_per_face,
 )
-from deepscan.reliability import ReliableRange, bits_per_pixel, face_sharpness, strictest
+from deepscan.reliability import ReliableRange, face_sharpness, strictest
 from deepscan.runtime import select_device
 from deepscan.runtimes import RuntimeChoiceError, load_runtime, runtime_custody
-from deepscan.scan_results import FaceResult, FileResult, ScanInterrupted  # noqa: F401 - also imported from here
-from deepscan.verdicts import (
-    TrackVerdict,
-    decide,
-    file_verdict,
-    judged_indices,
-    member_agreement,
-    track_verdict,
+from deepscan.scan_results import (  # noqa: F401 - FileResult and ScanInterrupted are also imported from here
+    FaceResult,
+    FileResult,
+    ScanInterrupted,
+    media_record,
 )
+from deepscan.scan_conclusion import judged_track, record_failure, scored_tracks
+from deepscan.verdicts import TrackVerdict, file_verdict
 from deepscan.weights import ResolvedWeights
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     from deepscan.runtimes import FaceRuntime
 
 NO_WEIGHTS = ResolvedWeights(None, "none", None)
+
+# Called in the caller's thread after each frame of a file is counted, with the file's result so far.
+FrameProgress = Callable[[Path, FileResult], None]
 
 
 @dataclass(frozen=True)
@@ -212,16 +215,20 @@ class Scanner:
     ``Scanner(detector, options, trained=..., weights=...)`` scans with one detector, calibrated by its
     weights' card; ``Scanner(None, options, judge=judge)`` with a prepared :class:`Judge` (the ensemble).
     Faces are found only through ``self.faces.detect(image)`` (and its ``reset()`` before each file, where it
-    has one), so that any face search with that method can stand in for :class:`FaceDetector`.
+    has one), so that any face search with that method can stand in for :class:`FaceDetector`. ``checksums``:
+    the command's (:class:`deepscan.media.checksums.Checksums`), so that what reads a file again after the scan
+    (a report's heat maps) does not hash it again.
     """
 
     def __init__(self, detector: "Detector | None", options: ScanOptions, *, trained: bool | None = None,
-                 weights: ResolvedWeights | None = None, judge: Judge | None = None):
+                 weights: ResolvedWeights | None = None, judge: Judge | None = None,
+                 checksums: Checksums | None = None):
         import torch
 
         if options.batch_size is not None and options.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {options.batch_size}")
         self.options = options
+        self.checksums = checksums if checksums is not None else Checksums()
         self.judge = judge or Judge.single(detector, weights, options.threshold, trained=trained)
         self.trained = self.judge.trained
         self.device = torch.device(select_device(options.device))
@@ -321,31 +328,44 @@ class Scanner:
     def _new_result(path: Path) -> FileResult:
         return FileResult(path=str(path), kind="image", status="complete")
 
-    @staticmethod
-    def _check_file(path: Path, result: FileResult) -> None:
-        result.kind = media_kind(path)
+    @property
+    def sampling_fps(self) -> float | None:
+        """Frames per second sampled from videos; None: every frame."""
+        return None if self.options.every_frame else self.options.fps
+
+    def _check_file(self, path: Path, result: FileResult) -> None:
+        media = open_media(path, checksums=self.checksums)  # the kind: by extension, else by content
+        result.kind = media.kind
         # Through deepscan.media.files: a pipe or device is refused here, before anything reads it.
-        result.sha256, result.size_bytes = file_sha256(path)
+        result.sha256, result.size_bytes = media.sha256()
 
     def _frames(self, path: Path, result: FileResult) -> Iterator[tuple[int, float, np.ndarray]]:
+        with open_media(path, kind=result.kind) as media:
+            result.media = media_record(media.info)  # the probe: the decoder's first steps
+            for frame in media.frames(fps=self.sampling_fps):
+                yield frame.index, frame.time_s, frame.image
+
+    def expected_frames(self, result: FileResult) -> int | None:
+        """How many frames the scan of ``result``'s file counts, by what its headers said (None: unknown)."""
         if result.kind == "image":
-            image = load_image(path)
-            result.media = {"width": int(image.shape[1]), "height": int(image.shape[0])}
-            yield 0, 0.0, image
-            return
-        info = probe_video(path)
-        result.media = {
-            "width": info.width,
-            "height": info.height,
-            "fps": info.fps,
-            "duration_s": info.duration_s,
-            "frame_count": info.frame_count,
-            "codec": info.codec,
-            "bit_rate": info.bit_rate,
-            "bits_per_pixel": bits_per_pixel(info.bit_rate, info.width, info.height, info.fps),
-        }
-        for frame in iter_frames(path, fps=None if self.options.every_frame else self.options.fps):
-            yield frame.index, frame.time_s, frame.image
+            return 1
+        return expected_frame_count(result.media.get("duration_s"), result.media.get("frame_count"),
+                                    self.sampling_fps)
+
+    def _progress(self, on_frame: Callable[[Path], None] | None,
+                  on_start: Callable[[Path, int | None], None] | None) -> FrameProgress | None:
+        """The scans' one callback after each counted frame: ``on_start(path, expected frames)`` at a file's first,
+        then ``on_frame(path)``."""
+        if on_frame is None and on_start is None:
+            return None
+
+        def counted(path: Path, result: FileResult) -> None:
+            if on_start is not None and result.frames_scanned == 1:
+                on_start(path, self.expected_frames(result))
+            if on_frame is not None:
+                on_frame(path)
+
+        return counted
 
     @contextlib.contextmanager
     def _one_scan(self) -> Iterator[None]:
@@ -357,14 +377,16 @@ class Scanner:
         finally:
             self._scanning.release()
 
-    def scan_files(self, paths: Iterable[str | os.PathLike[str]],
-                   on_frame: Callable[[Path], None] | None = None) -> Iterator[FileResult]:
+    def scan_files(self, paths: Iterable[str | os.PathLike[str]], on_frame: Callable[[Path], None] | None = None,
+                   on_start: Callable[[Path, int | None], None] | None = None) -> Iterator[FileResult]:
         """Scan ``paths`` in turn, yielding each file's complete result, in order, as soon as it is done.
 
         Several files are in flight at once when the pipeline has room, so that small files (images) fill the
         detector's batches together. ``on_frame(path)`` is called, in the caller's thread, after each frame of
-        ``path`` is scanned. A file that fails is its result's error, and the scan goes on. Stopping early: close
-        the iterator (``contextlib.closing``) to stop the pipeline's threads at once.
+        ``path`` is scanned; before the first, ``on_start(path, frames)`` with the number of frames the scan
+        expects of the file by its headers (None: unknown), to size a progress bar without probing the file again.
+        A file that fails is its result's error, and the scan goes on. Stopping early: close the iterator
+        (``contextlib.closing``) to stop the pipeline's threads at once.
 
         Ctrl-C raises ScanInterrupted with the result of the file in progress: as far as it was scanned, or as
         concluded if it was scanned to its end but not yet handed out. Where no file is in progress (none begun
@@ -373,15 +395,18 @@ class Scanner:
         """
         # Ctrl-C is held while the scan's own code runs in this thread, and acted on where it belongs: raised
         # wherever it lands, it could be lost in a finalizer or break a lock, a join or the bookkeeping of a file.
+        progress = self._progress(on_frame, on_start)
         with CtrlC() as ctrl_c, self._one_scan():
             if not self.options.pipeline:
-                yield from self._scan_serially(map(Path, paths), on_frame, ctrl_c)
+                from deepscan.scan_serial import scan_serially
+
+                yield from scan_serially(self, map(Path, paths), progress, ctrl_c)
                 return
             from deepscan.scan_stages import scan_pipelined
 
             with Pipeline("scan", ctrl_c) as self._pipeline:
                 try:
-                    yield from scan_pipelined(self, self._pipeline, paths, self.batch_size, on_frame)
+                    yield from scan_pipelined(self, self._pipeline, paths, self.batch_size, progress)
                 finally:
                     self._pipeline = None
 
@@ -400,49 +425,6 @@ class Scanner:
             raise ScanInterrupted(result) from None
         return result
 
-    def _scan_serially(self, paths: Iterable[Path], on_frame: Callable[[Path], None] | None,
-                       ctrl_c: CtrlC) -> Iterator[FileResult]:
-        for path in paths:
-            tick = None if on_frame is None else functools.partial(on_frame, path)
-            ready = self._scan_file_serially(path, tick, ctrl_c)
-            if ctrl_c.let_through():  # held while the file was concluded: it is still the file in progress
-                raise ScanInterrupted(ready)
-            try:
-                yield ready
-            finally:
-                ctrl_c.passing = False
-
-    def _scan_file_serially(self, path: Path, on_frame: Callable[[], None] | None, ctrl_c: CtrlC) -> FileResult:
-        started = time.perf_counter()
-        result = self._new_result(path)
-        try:
-            self._check_file(path, result)
-            self._scan_frames_serially(path, result, on_frame, ctrl_c)
-        except BaseException as error:  # noqa: BLE001 - settled (or raised again) by _settle
-            return self._settle(path, result, error, started)
-        return self._settle(path, result, None, started)
-
-    def _scan_frames_serially(self, path: Path, result: FileResult, on_frame, ctrl_c: CtrlC) -> None:
-        tracker = self._start_face_search()
-        pending: list[_Pending] = []
-        batch_size = self.batch_size
-        try:
-            for frame_index, time_s, image in self._frames(path, result):
-                if ctrl_c.take():
-                    raise KeyboardInterrupt  # held during the frames before: they are scanned, this one is not
-                found = self._find_faces(tracker, frame_index, time_s, image)
-                result.faces.extend(item.face for item in found)
-                pending.extend(found)
-                if len(pending) >= batch_size:
-                    self._score(pending, batch_size)
-                    pending.clear()
-                result.frames_scanned += 1
-                if on_frame is not None:
-                    on_frame()
-        finally:
-            # Whatever was decoded before a failure (or an interrupt) is still scored and kept.
-            self._score(pending, batch_size)
-
     def _settle(self, path: Path, result: FileResult, error: BaseException | None, started: float) -> FileResult:
         """Conclude the file's result, recording ``error`` (what ended it early; None: nothing) as its status and
         one-line message. Ctrl-C raises ScanInterrupted carrying the result so far; a failure deepscan did not
@@ -451,50 +433,15 @@ class Scanner:
             result.status, result.message = "partial", f"{shown_path(path)}: interrupted by the user"
             self._conclude(result, started)
             raise ScanInterrupted(result) from None
-        if isinstance(error, PartialMediaError):
-            result.status, result.message = "partial", str(error)
-        elif isinstance(error, MediaError):
-            result.status, result.message = "error", str(error)
-        elif isinstance(error, OSError):
-            result.status, result.message = "error", f"{shown_path(path)}: {error.strerror or error}"
-        elif isinstance(error, Exception) and not os.environ.get("DEEPSCAN_DEBUG"):
-            # One hostile file must not end the scan of the others.
-            reason = " ".join(f"{type(error).__name__}: {error}".split())
-            result.status = "partial" if result.frames_scanned else "error"
-            result.message = (f"{shown_path(path)}: unexpected failure while reading it ({reason}); "
-                              "please report it (DEEPSCAN_DEBUG=1 shows where)")
-        elif error is not None:
-            raise error
+        record_failure(path, result, error)
         self._conclude(result, started)
         return result
 
     def _conclude(self, result: FileResult, started: float) -> None:
         result.seconds = time.perf_counter() - started
-        scored = [face for face in result.faces if not np.isnan(face.fake_probability)]
-        by_track: dict[int, list[FaceResult]] = {}
-        for face in scored:
-            by_track.setdefault(face.track_id, []).append(face)
-        result.tracks = [self._track(track_id, faces) for track_id, faces in sorted(by_track.items())]
+        result.tracks = [self._track(track_id, faces) for track_id, faces in scored_tracks(result.faces)]
         if result.status != "error" or result.tracks:
             result.verdict = file_verdict(result.tracks, trained=self.trained)
 
     def _track(self, track_id: int, faces: list[FaceResult]) -> TrackVerdict:
-        threshold = self.judge.threshold
-        outside_range = [f.outside_range for f in faces] if self.reliable_range.bounded else None
-        track = track_verdict(
-            track_id,
-            [f.fake_probability for f in faces],
-            [f.time_s for f in faces],
-            threshold,
-            outside_range=outside_range,
-            reliable_range=self.reliable_range.describe(),
-        )
-        if self.judge.is_ensemble:
-            judged = [faces[index] for index in judged_indices(outside_range, len(faces))]  # as the track's score
-            track.members, track.agreement = member_agreement(
-                {m.name: [f.member_probabilities[m.name] for f in judged] for m in self.judge.members},
-                {m.name: m.calibration.threshold for m in self.judge.members},
-                decide(track.score, threshold),
-            )
-        return track
-
+        return judged_track(self.judge, self.reliable_range, track_id, faces)

@@ -1,10 +1,14 @@
 """What a scan finds, as plain data for the reports: each face (:class:`FaceResult`) and each file
-(:class:`FileResult`), and the interruption that carries a file's results so far (:class:`ScanInterrupted`)."""
+(:class:`FileResult`, with :func:`media_record` of its media), and the interruption that carries a file's results
+so far (:class:`ScanInterrupted`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from deepscan.media.source import ImageInfo
+from deepscan.media.video import VideoInfo
+from deepscan.reliability import bits_per_pixel
 from deepscan.verdicts import FileVerdict, TrackVerdict
 
 
@@ -39,6 +43,22 @@ class FileResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def media_record(info: ImageInfo | VideoInfo) -> dict:
+    """What a file's result records of its media: an image's size, a video's headers and compression."""
+    if isinstance(info, ImageInfo):
+        return {"width": info.width, "height": info.height}
+    return {
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "duration_s": info.duration_s,
+        "frame_count": info.frame_count,
+        "codec": info.codec,
+        "bit_rate": info.bit_rate,
+        "bits_per_pixel": bits_per_pixel(info.bit_rate, info.width, info.height, info.fps),
+    }
 
 
 class ScanInterrupted(Exception):

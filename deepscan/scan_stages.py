@@ -9,8 +9,8 @@
 - **scoring**: faces in batches across frames and across files, so that a folder of images fills batches too. A
   batch is scored once it is full, or when a finished file waits on it and no more faces are ready (the stage
   would idle otherwise). A frame counts as scanned once its faces are scored.
-- **the caller's thread**: each scored frame goes into its file's result (``on_frame`` is called there), and each
-  file's result is handed out, in input order, as soon as it is complete.
+- **the caller's thread**: each scored frame goes into its file's result (the scan's progress callback is called
+  there), and each file's result is handed out, in input order, as soon as it is complete.
 
 A stage that fails on a file's frame marks the file failed from that frame on, and every stage passes the file's
 later frames by: the result keeps every frame before the failure, as the serial scan does. Of several failures the
@@ -34,7 +34,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -45,7 +45,7 @@ from deepscan.pipeline import Channel, Pipeline, Stopped
 from deepscan.scan_results import FaceResult, FileResult, ScanInterrupted
 
 if TYPE_CHECKING:
-    from deepscan.scan import Scanner
+    from deepscan.scan import FrameProgress, Scanner
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ class FileJob:
     path: Path
     result: FileResult
     started: float
-    # What a stage after decoding (or the caller's on_frame) failed with, and the index of the first frame the
-    # failure takes out: that frame and the later ones are passed by.
+    # What a stage after decoding (or the caller's progress callback) failed with, and the index of the first frame
+    # the failure takes out: that frame and the later ones are passed by.
     failure: BaseException | None = None
     failed_from: float = math.inf
 
@@ -127,11 +127,11 @@ def scan_pipelined(
     pipeline: Pipeline,
     paths: Iterable[str | Path],
     batch_size: int,
-    on_frame: Callable[[Path], None] | None = None,
+    progress: FrameProgress | None = None,
     sizes: QueueSizes = QUEUE_SIZES,
 ) -> Iterator[FileResult]:
     """Each file's complete result, in the order of ``paths``, its stages run on ``pipeline`` (which the caller
-    closes); see the module's description.
+    closes); see the module's description. ``progress(path, result)`` is called after each frame is counted.
 
     Ctrl-C is held by ``pipeline.ctrl_c`` (entered by the caller) while this runs, and acted on where it belongs:
     it raises ScanInterrupted with the result of the file in progress, the earliest not handed out yet (as far as
@@ -145,7 +145,7 @@ def scan_pipelined(
         try:
             if scored is None:
                 scored = _start_stages(scanner, pipeline, paths, batch_size, in_flight, sizes)
-            ready = _next_result(scanner, scored, in_flight, on_frame)
+            ready = _next_result(scanner, scored, in_flight, progress)
             if ready is None:
                 return
             if ctrl_c.let_through():
@@ -171,11 +171,11 @@ def _start_stages(scanner: Scanner, pipeline: Pipeline, paths: Iterable[str | Pa
 
 
 def _next_result(scanner: Scanner, scored: Channel, in_flight: deque,
-                 on_frame: Callable[[Path], None] | None) -> FileResult | None:
+                 progress: FrameProgress | None) -> FileResult | None:
     """The next file's result, once its last frame is counted and it is concluded (None after the last)."""
     while (item := scored.get()) is not END_OF_INPUT:
         if isinstance(item, ScoredFrame):
-            _count_frame(item, on_frame)
+            _count_frame(item, progress)
             continue
         job = item.job
         result = scanner._settle(job.path, job.result, item.error if job.failure is None else job.failure,
@@ -197,16 +197,16 @@ def _stop_for_ctrl_c(scanner: Scanner, pipeline: Pipeline, in_flight: deque, rea
     scanner._settle(job.path, job.result, KeyboardInterrupt(), job.started)  # raises ScanInterrupted
 
 
-def _count_frame(frame: ScoredFrame, on_frame: Callable[[Path], None] | None) -> None:
+def _count_frame(frame: ScoredFrame, progress: FrameProgress | None) -> None:
     job = frame.job
     if job.passes_by(frame.index):
         return
     job.result.faces.extend(frame.faces)
     job.result.frames_scanned += 1
-    if on_frame is None:
+    if progress is None:
         return
     try:
-        on_frame(job.path)
+        progress(job.path, job.result)
     except Exception as error:  # noqa: BLE001 - as in the serial scan: the file's failure, after this frame
         job.fail(error, frame.index + 1)
 

@@ -91,16 +91,16 @@ train_one() {  # NAME MINUTES
   for item in ${DEEPSCAN_SET:-} ${!var:-}; do extra+=(--set "$item"); done
   rm -rf "$run"
   log "$name: training for ${budget} min (timeout ${limit}s)"
-  timeout --signal=TERM --kill-after=20 "$limit" "$PYTHON" gpu/train_one.py "recipes/gpu/$name.yaml" -o "$run" \
+  timeout --signal=TERM --kill-after=20 "$limit" "$PYTHON" -m deepscan train "recipes/gpu/$name.yaml" -o "$run" \
     --shard-mib "$SHARD_MIB" --set "max_minutes=$budget" "${extra[@]}" > "$RUNS/$name.log" 2>&1
   local status=$?
   tail -n 25 "$RUNS/$name.log"
   local index="$run/$name.safetensors.index.json"
   if [ ! -f "$index" ] && [ -f "$run/best.safetensors" ]; then
     log "$name: stopped before its end (exit $status): sharding its best checkpoint instead (no model card)"
-    "$PYTHON" -m deepscan.weight_shards split "$run/best.safetensors" "$index" --max-mib "$SHARD_MIB" --fp16
+    "$PYTHON" -m deepscan.weights split "$run/best.safetensors" "$index" --max-mib "$SHARD_MIB" --fp16
   fi
-  if [ -f "$index" ] && "$PYTHON" -m deepscan.weight_shards check "$index"; then
+  if [ -f "$index" ] && "$PYTHON" -m deepscan.weights check "$index"; then
     cp "$run"/"$name"-*-of-*.safetensors "$OUT"/
   else
     log "$name: no weights (exit $status)"

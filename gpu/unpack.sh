@@ -17,5 +17,5 @@ for shard in "$files"/*-of-*.safetensors; do
 done
 for index in "$dest"/*/*.safetensors.index.json; do
   [ -e "$index" ] || continue
-  "${PYTHON:-.venv/bin/python}" -m deepscan.weight_shards check "$index"
+  "${PYTHON:-.venv/bin/python}" -m deepscan.weights check "$index"
 done

@@ -332,7 +332,8 @@ def test_evaluate_on_the_cluster_measures_what_one_machine_measures(ray_instance
     from rich.console import Console
 
     from deepscan.cluster.evaluate import warm_evaluation
-    from deepscan.evaluate.command import EvaluateOptions, run_evaluate
+    from deepscan.evaluate.evaluation import run_evaluate
+    from deepscan.evaluate.request import EvaluateRequest
 
     _Shared.close()  # their CPUs are the evaluation actors'
     data = tmp_path / "data"
@@ -344,8 +345,8 @@ def test_evaluate_on_the_cluster_measures_what_one_machine_measures(ray_instance
     moving_portrait_clip(data / "fake" / "two.mp4", seconds=1.0, fps=25, size=(320, 240), faces=2)
     quiet = Console(file=io.StringIO())
 
-    def evaluation(name: str) -> EvaluateOptions:
-        return EvaluateOptions(data=[data], methods=["faclue"], perturb=["jpeg:50"], out_dir=tmp_path / name,
+    def evaluation(name: str) -> EvaluateRequest:
+        return EvaluateRequest(data=[data], methods=["faclue"], perturb=["jpeg:50"], out_dir=tmp_path / name,
                                frames_per_video=2, bootstrap=0, cache_dir=tmp_path / f"cache-{name}")
 
     assert run_evaluate(evaluation("local"), quiet, quiet) == 0

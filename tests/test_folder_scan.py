@@ -52,9 +52,9 @@ def test_a_folder_scan_reports_bad_files_and_goes_on(tmp_path, mixed_folder, unt
 
 def test_an_unexpected_failure_on_one_file_is_its_error_not_the_end_of_the_scan(tmp_path, mixed_folder, untrained,
                                                                                monkeypatch):
-    import deepscan.scan as scan_module
+    import deepscan.media.source as source_module  # where the scan's files are read
 
-    real_load_image = scan_module.load_image
+    real_load_image = source_module.load_image
 
     def broken_decoder(path):
         if path.name == "a.jpg":
@@ -62,7 +62,7 @@ def test_an_unexpected_failure_on_one_file_is_its_error_not_the_end_of_the_scan(
         return real_load_image(path)
 
     monkeypatch.delenv("DEEPSCAN_DEBUG", raising=False)
-    monkeypatch.setattr(scan_module, "load_image", broken_decoder)
+    monkeypatch.setattr(source_module, "load_image", broken_decoder)
     report_path = tmp_path / "r.json"
     result = run("scan", mixed_folder, "--json", report_path)
     assert result.exit_code == 1 and "Traceback" not in result.output

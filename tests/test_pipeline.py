@@ -590,6 +590,28 @@ def test_one_scan_at_a_time(scanner, options, portrait_clip):
     assert scanner.scan_file(portrait_clip).status == "complete"
 
 
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_the_scan_tells_each_files_expected_frames_before_its_first_frame(scanner, options, folder, pipelined):
+    """What sizes a progress bar: by the file's headers, probed once by the decoder that scans it (the command line
+    probed each file a second time for it)."""
+    from deepscan.media.video import probe_video
+
+    options(pipeline=pipelined)
+    events = []
+    results = scan(scanner, files_of(folder), on_frame=lambda path: events.append(("frame", path.name)),
+                   on_start=lambda path, frames: events.append(("start", path.name, frames)))
+    starts = [event for event in events if event[0] == "start"]
+    scanned = [Path(result.path).name for result in results if result.frames_scanned]
+    assert [name for _, name, _ in starts] == scanned  # once per file that gave a frame, in order
+    for _, name, frames in starts:
+        assert events.index(("start", name, frames)) < events.index(("frame", name))
+        if name.endswith(".mp4"):
+            info = probe_video(folder / name)
+            assert frames == int(info.duration_s * BASE.fps) + 1
+        else:
+            assert frames == 1
+
+
 def test_each_file_starts_a_new_face_search(scanner, options, folder, monkeypatch):
     """A face search that keeps state (one guided by the tracks so far) is reset before each file, in the
     thread that calls its detect()."""

@@ -16,7 +16,7 @@ from deepscan.detectors.ralf import (
 )
 from deepscan.frequency import dct2, idct2
 from deepscan.train.recipe import load_recipe
-from deepscan.train.trainer import build_optimizer, group_optimizer_spec
+from deepscan.train.optimisation import build_optimizer, group_optimizer_spec
 
 RECIPE_YAML = Path(__file__).resolve().parents[1] / "recipes" / "ralf.yaml"
 

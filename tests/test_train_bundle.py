@@ -245,12 +245,12 @@ def test_a_bundle_run_writes_sharded_float16_weights_and_says_how_it_ran(workspa
 
 
 def test_the_time_budget_ends_the_run_after_validating_the_epoch_it_cut(workspace, whole, tmp_path, monkeypatch):
-    from deepscan.train import trainer as trainer_module
+    from deepscan.train import epoch as epoch_module
 
     from types import SimpleNamespace
 
     clock = iter(range(0, 10**6, 40))  # every reading of the trainer's clock: 40 s later than the last
-    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(epoch_module, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
     recipe = load_recipe(_bundle_recipe(workspace, epochs=5), ["max_minutes=1.5", "steps_per_epoch=50"])
     result = train(recipe, TrainOptions(output=tmp_path / "run"))
     assert len(result.history) < 5 and result.history[0]["cut_by_time_budget"] is True

@@ -22,8 +22,10 @@ from typer.testing import CliRunner
 from deepscan.cli import app
 from deepscan.detectors import create_detector, list_detectors
 from deepscan.media.synthetic import portrait, second_portrait
+from deepscan.train.errors import TrainingInterrupted
+from deepscan.train.progress import StepDone, TrainingProgress
 from deepscan.train.recipe import load_recipe
-from deepscan.train.trainer import TrainingInterrupted, TrainOptions, train
+from deepscan.train.trainer import TrainOptions, train
 from deepscan.weights import build_detector, load_weights, resolve_weights
 
 # Detectors whose tensors are sized by the face size, built for 32 px faces (the defaults are 256 px); PEL on
@@ -126,6 +128,32 @@ def test_every_detector_trains_two_steps_and_its_weights_load_for_scanning(works
         assert custody["weights"]["trained"] is True and custody["weights"]["sha256"] == card["weights"]["sha256"]
 
 
+class AfterEachStep(TrainingProgress):
+    """Calls ``hook(epoch, step)`` after every optimisation step, where the run reports it, and records the run's
+    epoch events as tuples in ``events`` and its messages in ``messages``."""
+
+    def __init__(self, hook=lambda epoch, step: None):
+        self.hook = hook
+        self.events: list[tuple] = []
+        self.messages: list[str] = []
+
+    def on_message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def on_epoch_start(self, start) -> None:
+        self.events.append(("start", start.epoch, start.steps, start.done))
+
+    def on_step(self, step: StepDone) -> None:
+        self.events.append(("step", step.epoch, step.step))
+        self.hook(step.epoch, step.step)
+
+    def on_epoch_steps_end(self) -> None:
+        self.events.append(("steps end",))
+
+    def on_epoch_end(self, summary) -> None:
+        self.events.append(("end", summary.epoch))
+
+
 def _weights_equal(first: Path, second: Path) -> bool:
     a, b = load_file(str(first)), load_file(str(second))
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
@@ -137,7 +165,13 @@ def test_resume_after_ctrl_c_and_after_a_crash_ends_with_the_uninterrupted_weigh
     changes = ["epochs=2", "steps_per_epoch=3", "input_size=64", "optim={name: sgd, lr: 0.001, momentum: 0.9}"]
     recipe = load_recipe(write_recipe(workspace, "faclue", file="resume.yaml"), changes)
     runs = workspace / "runs" / "resume"
-    straight = train(recipe, TrainOptions(output=runs / "straight"))
+    watched = AfterEachStep()
+    straight = train(recipe, TrainOptions(output=runs / "straight", progress=watched))
+    # The caller hears of every epoch and step, in order (epochs counted from 0, steps done from 1).
+    assert watched.events == [
+        ("start", 0, 3, 0), ("step", 0, 1), ("step", 0, 2), ("step", 0, 3), ("steps end",), ("end", 0),
+        ("start", 1, 3, 0), ("step", 1, 1), ("step", 1, 2), ("step", 1, 3), ("steps end",), ("end", 1),
+    ]
 
     def ctrl_c_in_first_epoch(epoch, step):
         if (epoch, step) == (0, 2):
@@ -149,13 +183,18 @@ def test_resume_after_ctrl_c_and_after_a_crash_ends_with_the_uninterrupted_weigh
 
     cut = runs / "cut"
     with pytest.raises(TrainingInterrupted) as stopped:
-        train(recipe, TrainOptions(output=cut, on_step=ctrl_c_in_first_epoch))
+        train(recipe, TrainOptions(output=cut, progress=AfterEachStep(ctrl_c_in_first_epoch)))
     assert (stopped.value.epoch, stopped.value.step) == (0, 2)
     assert not (cut / "faclue.safetensors").exists()
     # Workers make the samples now (the first run made them in-process): samples depend on their seeds only.
     resumed = load_recipe(write_recipe(workspace, "faclue", file="resume.yaml"), changes + ["num_workers=1"])
+    crashing = AfterEachStep(crash_in_second_epoch)
     with pytest.raises(RuntimeError, match="power cut"):
-        train(resumed, TrainOptions(output=cut, resume=True, on_step=crash_in_second_epoch))
+        train(resumed, TrainOptions(output=cut, resume=True, progress=crashing))
+    # The resumed epoch starts with its first two steps done; an epoch's steps end, for the caller, even in a crash.
+    assert crashing.events == [("start", 0, 3, 2), ("step", 0, 3), ("steps end",), ("end", 0),
+                               ("start", 1, 3, 0), ("step", 1, 1), ("steps end",)]
+    assert f"resuming at epoch 1, step 2 from {cut / 'checkpoint.pt'}" in crashing.messages
     final = train(resumed, TrainOptions(output=cut, resume=True))
     assert [h["train"]["loss"] for h in final.history] == [h["train"]["loss"] for h in straight.history]
     assert _weights_equal(final.weights, straight.weights)

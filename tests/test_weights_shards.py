@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from deepscan.detectors import create_detector
-from deepscan.weight_shards import INDEX_SUFFIX, index_path_for, main, read_index
+from deepscan.weights.shards import INDEX_SUFFIX, index_path_for, main, read_index
 from deepscan.weights import (
     IntegrityError,
     ResolvedWeights,

@@ -1,14 +1,17 @@
-"""`deepscan evaluate`: a thin command over deepscan.evaluate.command."""
+"""`deepscan evaluate`: a thin command over the evaluate library (``deepscan.evaluate.evaluation``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from deepscan.cli.app import app
-from deepscan.cli.console import err, fail, out
+from deepscan.cli.console import err, out
+
+if TYPE_CHECKING:
+    from deepscan.evaluate.request import EvaluateRequest
 
 
 @app.command(
@@ -64,25 +67,29 @@ def evaluate(
 ) -> None:
     """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, and false alarms and fakes
     caught at the model card's threshold, per frame and per video, on calibrated P(fake)."""
-    from deepscan.evaluate.command import EvaluateOptions, run_evaluate
+    from deepscan.evaluate.evaluation import run_evaluate
+    from deepscan.evaluate.request import EvaluateRequest
 
-    if compression not in {"raw", "c23", "c40"}:
-        fail(f"unknown --compression {compression!r} (raw, c23 or c40)")
-    options = EvaluateOptions(
+    request = EvaluateRequest(
         data=data, methods=methods, weights=weights or [], val=val or [], perturb=perturb or [], out_dir=out_dir,
         frames_per_video=frames_per_video, batch_size=batch_size, device=device, bootstrap=bootstrap, seed=seed,
         cache_dir=cache_dir, use_score_cache=score_cache, compression=compression, without=without or [],
     )
     if ray_address is not None:
-        from rich.markup import escape
+        _warm_on_cluster(request, ray_address)
+    raise typer.Exit(run_evaluate(request, out, err))
 
-        from deepscan.cluster import ClusterOptions
-        from deepscan.cluster.evaluate import warm_evaluation
 
-        warmed = warm_evaluation(options, ClusterOptions(address=ray_address),
-                                 notice=lambda line: err.print(f"[cyan]cluster:[/] {escape(line)}", highlight=False))
-        err.print(f"cluster: faces of {warmed.media_files} file(s) ({warmed.unreadable} unreadable) and "
-                  f"{warmed.logits} score(s) computed on the cluster"
-                  + (f"; {warmed.lost_calls} call(s) lost with their actor, left to this machine"
-                     if warmed.lost_calls else ""), highlight=False)
-    raise typer.Exit(run_evaluate(options, out, err))
+def _warm_on_cluster(request: EvaluateRequest, address: str) -> None:
+    """``--ray``: the cluster fills the face and score caches the evaluation then reads (deepscan.cluster.evaluate)."""
+    from rich.markup import escape
+
+    from deepscan.cluster import ClusterOptions
+    from deepscan.cluster.evaluate import warm_evaluation
+
+    warmed = warm_evaluation(request, ClusterOptions(address=address),
+                             notice=lambda line: err.print(f"[cyan]cluster:[/] {escape(line)}", highlight=False))
+    err.print(f"cluster: faces of {warmed.media_files} file(s) ({warmed.unreadable} unreadable) and "
+              f"{warmed.logits} score(s) computed on the cluster"
+              + (f"; {warmed.lost_calls} call(s) lost with their actor, left to this machine"
+                 if warmed.lost_calls else ""), highlight=False)

@@ -53,8 +53,20 @@ def explain(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Show where, and in which frequencies, a detector sees a forgery: heat maps, spectra, the method's views."""
-    from deepscan.explain import CAM_METHODS, check_report_paths, parse_timestamp, report_weights
-    from deepscan.report.json_report import find_recent_report, load_report
+    seconds = _checked_input(input_path, from_report, at, cam)
+    report, report_path = _report_to_explain(input_path, from_report, method)
+    if report is not None:
+        method, weights = _method_and_weights_of(report, report_path, method, weights)
+    method = method or "faclue"
+    if method == "ensemble":
+        fail("explain works on one detector: pass --method NAME (`deepscan models` lists the ensemble's members)")
+    raise typer.Exit(_run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path,
+                                  reference or [], per_track, fps, device))
+
+
+def _checked_input(input_path: Path | None, from_report: Path | None, at: str | None, cam: str) -> float | None:
+    """What to explain, checked before anything is loaded (one line each); the ``--at`` time in seconds."""
+    from deepscan.explain import CAM_METHODS, parse_timestamp
 
     if cam not in CAM_METHODS:
         fail(f"unknown --cam {cam!r} (choose from {', '.join(CAM_METHODS)})")
@@ -64,16 +76,25 @@ def explain(
         fail("--at needs a video INPUT")
     if input_path is not None and not input_path.is_file():
         fail(f"{input_path}: no such file")
-    report, report_path, seconds = None, None, None
-    if at is not None:
-        seconds = parse_timestamp(at)
-        _require_video(input_path)
+    if at is None:
+        return None
+    seconds = parse_timestamp(at)
+    _require_video(input_path)
+    return seconds
+
+
+def _report_to_explain(input_path: Path | None, from_report: Path | None, method: str | None):
+    """The report whose faces to explain, and its path: ``--from``'s, else without an INPUT the newest in this
+    folder, unless it was made with another ``--method`` than the one asked for (then the user is told how)."""
+    from deepscan.report.json_report import find_recent_report, load_report
+
     if from_report is not None:
-        report, report_path = load_report(from_report), from_report
-    elif input_path is None:
-        report_path = find_recent_report(Path.cwd())
-        report = load_report(report_path) if report_path is not None else None
-    if report is not None and from_report is None and method is not None:
+        return load_report(from_report), from_report
+    if input_path is not None:
+        return None, None
+    report_path = find_recent_report(Path.cwd())
+    report = load_report(report_path) if report_path is not None else None
+    if report is not None and method is not None:
         scanned_with = report["custody"]["detector"]["name"]
         if scanned_with != method:
             err.print(
@@ -81,26 +102,30 @@ def explain(
                 f"run `deepscan explain --method {escape(scanned_with)}` to explain its faces",
                 highlight=False,
             )
-            report = None
-    if report is not None:
-        method = method or report["custody"]["detector"]["name"]
-        check_report_paths(report, report_path)  # a report may come from anyone: refused before any file is opened
-        if weights is None and method == report["custody"]["detector"]["name"]:
-            weights = report_weights(report, report_path)
-    method = method or "faclue"
-    if method == "ensemble":
-        fail("explain works on one detector: pass --method NAME (`deepscan models` lists the ensemble's members)")
-    raise typer.Exit(_run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path,
-                                  reference or [], per_track, fps, device))
+            return None, report_path
+    return report, report_path
+
+
+def _method_and_weights_of(report: dict, report_path: Path, method: str | None, weights: str | None):
+    """The method (the report's unless given) and weights (the report's for its own method, unless given); a report
+    naming files or weights it may not is refused before any file is opened (a report may come from anyone)."""
+    from deepscan.explain import check_report_paths, report_weights
+
+    scanned_with = report["custody"]["detector"]["name"]
+    method = method or scanned_with
+    check_report_paths(report, report_path)
+    if weights is None and method == scanned_with:
+        weights = report_weights(report, report_path)
+    return method, weights
 
 
 def _require_video(path: Path) -> None:
     from deepscan.explain import ExplainError
+    from deepscan.media import open_media
     from deepscan.media.errors import MediaError
-    from deepscan.media.images import media_kind
 
     try:
-        kind = media_kind(path)
+        kind = open_media(path).kind  # by the extension, else by opening it
     except MediaError as error:
         raise ExplainError(str(error)) from None
     if kind != "video":
@@ -190,11 +215,14 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     from dataclasses import asdict
 
     from deepscan.explain import explain_recorded_faces
+    from deepscan.media.checksums import Checksums
     from deepscan.scan import ScanOptions, Scanner
 
     options = ScanOptions(method=method, weights=weights, fps=fps, device=device)
+    checksums = Checksums()  # the file hashed once: by the scan, not again to recover its frames
     with err.status(f"finding the faces in {escape(str(path))}..."):
-        with Scanner(detector, options, weights=resolved) as scanner:  # calibrated, as a scan records it
+        # Calibrated, as a scan records it.
+        with Scanner(detector, options, weights=resolved, checksums=checksums) as scanner:
             result = scanner.scan_file(path)
     if result.status == "error":
         fail(result.message or f"{path}: cannot be read")
@@ -205,7 +233,7 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     explained = []
     for face, explanation in explain_recorded_faces(
         detector, entry, asdict(options), per_track=per_track, cam_method=cam, trained=resolved.trained,
-        reference=reference, calibration=resolved.calibration,
+        reference=reference, calibration=resolved.calibration, checksums=checksums,
     ):
         explained.append((explanation, _save(explanation, out_dir, _face_stem(path, entry["kind"], face))))
     return explained
@@ -241,17 +269,20 @@ def _reference_spectrum(paths: list[Path], size: int):
     from PIL import Image
 
     from deepscan.explain import ExplainError, crop_tensor, reference_spectrum
+    from deepscan.media import open_media
     from deepscan.media.errors import MediaError
     from deepscan.media.faces import FaceDetector, crop_face
-    from deepscan.media.images import discover_media, load_image, media_kind
+    from deepscan.media.images import discover_media
 
     faces = []
     with err.status("reading the reference faces..."), FaceDetector() as finder:
         for path in discover_media(paths):
             try:
-                if media_kind(path) != "image":
-                    continue
-                image = load_image(path)
+                with open_media(path) as media:
+                    if media.kind != "image":
+                        continue
+                    [frame] = media.frames()
+                image = frame.image
             except MediaError as error:
                 err.print(f"[yellow]reference skipped:[/] {escape(str(error))}", highlight=False)
                 continue

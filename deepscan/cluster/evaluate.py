@@ -14,7 +14,7 @@ without the evaluation itself changing:
 
 Then ``run_evaluate`` runs as on one machine: it finds every face and every logit in its caches and computes the
 metrics, tables and files exactly as it would have. What to score, under which cache key, at which extraction size
-and under which conditions comes from ``deepscan.evaluate.command`` itself; only the listing of the media files
+and under which conditions comes from ``deepscan.evaluate.request`` itself; only the listing of the media files
 mirrors ``collect_samples``, and a drift there costs time, never a number: whatever the caches lack, the driver
 computes as before. Untrained detectors (whose random logits are never cached) and ``--no-score-cache``
 (a cache that lives inside the run) leave the scoring to the driver; their faces still come from the cluster.
@@ -33,7 +33,7 @@ from deepscan.cluster.worker import one_line
 
 if TYPE_CHECKING:
     from deepscan.cluster.scan import ClusterOptions
-    from deepscan.evaluate.command import EvaluateOptions
+    from deepscan.evaluate.request import EvaluateRequest
 
 BATCHES_PER_CALL = 4  # faces per scoring call: this many batches, so that a call outweighs its round trip
 
@@ -52,7 +52,7 @@ class EvaluationWorker:
     """The evaluation's actor body: the detectors to score with (verified on its node, as a scan's), and a face
     detector made on the first file that needs one."""
 
-    def __init__(self, parcel, options: "EvaluateOptions", marker: str) -> None:
+    def __init__(self, parcel, options: "EvaluateRequest", marker: str) -> None:
         import socket
 
         import ray
@@ -113,39 +113,39 @@ class EvaluationWorker:
                              batch_size=self.options.batch_size)
 
 
-def _members(options: "EvaluateOptions"):
+def _members(options: "EvaluateRequest"):
     """Every detector the evaluation will score with, once each (an ensemble's members too), built on the driver as
     evaluation builds them, with the logit cache key evaluation files their logits under. The options are checked
     as the evaluation checks them, before anything is sent."""
     from deepscan.ensemble import ENSEMBLE
-    from deepscan.evaluate.command import _architecture, _detectors
-    from deepscan.evaluate.scores import logit_cache_key
+    from deepscan.evaluate.request import resolve_methods
+    from deepscan.evaluate.scores import logit_cache_key, weights_architecture
     from deepscan.scan import Member
     from deepscan.weights import build_detector
 
     wanted = []
-    for method, _config, resolved in _detectors(options):
+    for method, _config, resolved in resolve_methods(options):
         wanted.extend(resolved.members if method == ENSEMBLE else [(method, resolved)])  # an ensemble: its plan
     members, keys = [], []
     for name, resolved in wanted:
         if not resolved.trained:
             continue  # untrained logits are random and never cached: the driver scores them
         detector, resolved = build_detector(name, resolved=resolved)
-        key = logit_cache_key(resolved.sha256, detector.config.input_size, _architecture(resolved))
+        key = logit_cache_key(resolved.sha256, detector.config.input_size, weights_architecture(resolved))
         if key not in keys:
             members.append(Member(detector, resolved))
             keys.append(key)
     return members, keys
 
 
-def _media(options: "EvaluateOptions"):
+def _media(options: "EvaluateRequest"):
     """(path, kind, extraction parameters) of every media file, as ``collect_samples`` lists and extracts them."""
     from deepscan.data.framing import DEFAULT_CACHE_MARGIN, DEFAULT_MARGIN, extraction_params
     from deepscan.data.sources import DataError, list_media
-    from deepscan.evaluate.command import _extraction_input_size
+    from deepscan.evaluate.request import extraction_input_size
     from deepscan.evaluate.samples import EvaluationError, dataset_source
 
-    input_size = _extraction_input_size()
+    input_size = extraction_input_size()
     media = []
     for part, data in (("test", options.data), ("val", options.val)):
         for path in data:
@@ -159,14 +159,14 @@ def _media(options: "EvaluateOptions"):
     return media, input_size
 
 
-def warm_evaluation(options: "EvaluateOptions", cluster: "ClusterOptions",
+def warm_evaluation(options: "EvaluateRequest", cluster: "ClusterOptions",
                     notice: Callable[[str], None] | None = None) -> Warmed:
     """Fill the face cache and the score cache of ``options``' evaluation on the cluster (see the module
     docstring); ``run_evaluate(options, ...)`` afterwards finds them filled."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from deepscan.cluster.parcel import pack_judge
-    from deepscan.evaluate.command import _conditions
+    from deepscan.evaluate.request import perturb_conditions
     from deepscan.runtime import face_cache_dir
     from deepscan.scan import Judge
 
@@ -203,7 +203,7 @@ def warm_evaluation(options: "EvaluateOptions", cluster: "ClusterOptions",
         if options.use_score_cache and members:
             from deepscan.evaluate.runner import CLEAN
 
-            conditions = [CLEAN, *[c for c in _conditions(options.perturb) if c != CLEAN]]
+            conditions = [CLEAN, *[c for c in perturb_conditions(options.perturb) if c != CLEAN]]
             _score(ray, usable, options, keys, conditions, input_size, warmed)
         elif members:
             notice("--no-score-cache: the faces come from the cluster, the scores from this machine")

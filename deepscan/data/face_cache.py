@@ -166,30 +166,29 @@ class FaceCache:
         return (result if result is not None else []), False
 
     def _extract(self, media: Path, kind: str, params: ExtractionParams, detector) -> list[tuple]:
+        from deepscan.media import open_media
         from deepscan.media.errors import PartialMediaError
 
-        if kind == "image":
-            from deepscan.media.images import load_image
-
-            return self._faces_in_frame(load_image(media), 0, params, detector)
-        from deepscan.media.video import iter_frames, probe_video
-
-        info = probe_video(media)
-        wanted = params.frames_per_video
-        duration = info.duration_s or (info.frame_count / info.fps if info.frame_count and info.fps else None)
-        # Ticks spread evenly over the video; without a known duration, the first frames at 1 fps.
-        rate = wanted / duration if duration else 1.0
-        results: list[tuple] = []
-        taken = 0
-        try:
-            for frame in iter_frames(media, fps=rate):
-                results.extend(self._faces_in_frame(frame.image, frame.index, params, detector))
-                taken += 1
-                if taken >= wanted:
-                    break
-        except PartialMediaError as error:
-            logger.warning("%s (keeping the %d frames read before it)", error, taken)
-        return results
+        with open_media(media, kind="image" if kind == "image" else "video") as source:
+            if kind == "image":
+                [frame] = source.frames()
+                return self._faces_in_frame(frame.image, 0, params, detector)
+            info = source.info
+            wanted = params.frames_per_video
+            duration = info.duration_s or (info.frame_count / info.fps if info.frame_count and info.fps else None)
+            # Ticks spread evenly over the video; without a known duration, the first frames at 1 fps.
+            rate = wanted / duration if duration else 1.0
+            results: list[tuple] = []
+            taken = 0
+            try:
+                for frame in source.frames(fps=rate):
+                    results.extend(self._faces_in_frame(frame.image, frame.index, params, detector))
+                    taken += 1
+                    if taken >= wanted:
+                        break
+            except PartialMediaError as error:
+                logger.warning("%s (keeping the %d frames read before it)", error, taken)
+            return results
 
     def _faces_in_frame(self, image: np.ndarray, frame_index: int, params: ExtractionParams, detector) -> list[tuple]:
         from deepscan.media.faces import crop_face, face_square

@@ -81,6 +81,25 @@ def true_positive_rate(labels, scores, threshold: float) -> float | None:
     return float((scores[fake] >= threshold).mean()) if fake.any() else None
 
 
+def true_negative_rate(labels, scores, threshold: float) -> float | None:
+    """Share of real samples (label 0) scored ``< threshold``, i.e. called real (accuracy on the reals); None
+    without reals."""
+    labels, scores = _arrays(labels, scores)
+    real = labels == 0
+    return float((scores[real] < threshold).mean()) if real.any() else None
+
+
+def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ROC curve as (false-positive rates, true-positive rates), for plotting; None without both classes."""
+    from sklearn.metrics import roc_curve
+
+    labels, scores = _arrays(labels, scores)
+    if not has_both_classes(labels):
+        return None
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return fpr, tpr
+
+
 def equal_error_rate(labels, scores) -> float | None:
     from sklearn.metrics import roc_curve
 

@@ -93,13 +93,15 @@ def pixelation(image: np.ndarray, block: float, rng: np.random.Generator) -> np.
 
 
 def h264(image: np.ndarray, crf: float, rng: np.random.Generator) -> np.ndarray:
-    from deepscan.media.video import encode_video, iter_frames
+    from deepscan.media import open_media
+    from deepscan.media.encode import encode_video
 
     height, width = image.shape[:2]
     with tempfile.TemporaryDirectory(prefix="deepscan-h264-") as folder:
         path = Path(folder) / "frame.mp4"
         encode_video(path, [image], fps=25, crf=int(crf), options={"preset": "medium"})
-        frame = next(iter(iter_frames(path, fps=None)))
+        with open_media(path, kind="video") as video:
+            frame = next(video.frames(fps=None))
     return np.ascontiguousarray(frame.image[:height, :width])
 
 

@@ -188,54 +188,61 @@ def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sa
 
 def write_plots(folder: Path, runs: Sequence[MethodRun], samples: Sequence[Sample]) -> list[Path]:
     """roc_<level>.png (every method on one plot) and hist_<method>_<level>.png, clean data; the histograms of the
-    levels a scan judges at mark the card's threshold. Data of one class gets an empty ROC saying so."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    from deepscan.evaluate.metrics import has_both_classes
+    levels a scan judges at mark the card's threshold. Data of one class gets an empty ROC saying so. Drawn in
+    deepscan's one figure style (``deepscan.report.plots``)."""
+    from deepscan.report.plots import save_png
 
     written = []
     for level in LEVELS:
-        figure, axes = plt.subplots(figsize=(5, 5))
-        curves = 0
+        written.append(save_png(roc_figure(runs, samples, level), folder / f"roc_{level}.png"))
         for run in runs:
-            labels, scores, _ = level_arrays(samples, run.scores["clean"], level)
-            if has_both_classes(labels):
-                fpr, tpr, _ = roc_curve(labels, scores)
-                auc = run.results["clean"][level]["auc"]
-                axes.plot(fpr, tpr, label=f"{run.method} (AUC {auc:.3f})")
-                curves += 1
-        axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        axes.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
-                 title=f"ROC, {LEVEL_TITLES[level]}", xlim=(0, 1), ylim=(0, 1.01))
-        if curves:
-            axes.legend(loc="lower right", fontsize="small")
-        else:
-            axes.text(0.5, 0.55, "no ROC: the data holds\nonly one class (real or fake)", ha="center", va="center")
-        figure.tight_layout()
-        written.append(folder / f"roc_{level}.png")
-        figure.savefig(written[-1], dpi=100)
-        plt.close(figure)
-        for run in runs:
-            labels, scores, _ = level_arrays(samples, run.scores["clean"], level)
-            figure, axes = plt.subplots(figsize=(5, 3.5))
-            bins = np.linspace(0, 1, 26)
-            axes.hist(scores[labels == 0], bins=bins, alpha=0.6, label=f"real ({(labels == 0).sum()})", color="tab:green")
-            axes.hist(scores[labels == 1], bins=bins, alpha=0.6, label=f"fake ({(labels == 1).sum()})", color="tab:red")
-            if level in CARD_THRESHOLD_LEVELS:
-                threshold = run.calibration.threshold
-                axes.axvline(threshold, color="black", linestyle="--", linewidth=1,
-                             label=f"card threshold {threshold:.3f}")
-            axes.set(xlabel="P(fake)", ylabel="count", title=f"{run.method}, {LEVEL_TITLES[level]}")
-            axes.legend(fontsize="small")
-            figure.tight_layout()
-            written.append(folder / f"hist_{run.method}_{level}.png")
-            figure.savefig(written[-1], dpi=100)
-            plt.close(figure)
+            written.append(save_png(histogram_figure(run, samples, level), folder / f"hist_{run.method}_{level}.png"))
     return written
+
+
+def roc_figure(runs: Sequence[MethodRun], samples: Sequence[Sample], level: str):
+    """Every method's ROC curve at ``level`` on clean data, against chance."""
+    from deepscan.evaluate.metrics import roc_points
+    from deepscan.report.plots import MUTED_LINE, line_colour, new_figure
+
+    figure = new_figure(5, 5)
+    axes = figure.add_subplot(1, 1, 1)
+    curves = 0
+    for run in runs:
+        labels, scores, _ = level_arrays(samples, run.scores["clean"], level)
+        points = roc_points(labels, scores)
+        if points is not None:
+            auc = run.results["clean"][level]["auc"]
+            axes.plot(*points, color=line_colour(curves), label=f"{run.method} (AUC {auc:.3f})")
+            curves += 1
+    axes.plot([0, 1], [0, 1], color=MUTED_LINE, linestyle=":", linewidth=1)
+    axes.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
+             title=f"ROC, {LEVEL_TITLES[level]}", xlim=(0, 1), ylim=(0, 1.01))
+    if curves:
+        axes.legend(loc="lower right", fontsize="small")
+    else:
+        axes.text(0.5, 0.55, "no ROC: the data holds\nonly one class (real or fake)", ha="center", va="center")
+    return figure
+
+
+def histogram_figure(run: MethodRun, samples: Sequence[Sample], level: str):
+    """The method's P(fake) of the reals and of the fakes at ``level`` on clean data; the card's threshold at the
+    levels a scan judges at."""
+    from deepscan.report.plots import FAKE_COLOUR, REAL_COLOUR, REFERENCE_LINE, new_figure
+
+    labels, scores, _ = level_arrays(samples, run.scores["clean"], level)
+    figure = new_figure(5, 3.5)
+    axes = figure.add_subplot(1, 1, 1)
+    bins = np.linspace(0, 1, 26)
+    axes.hist(scores[labels == 0], bins=bins, alpha=0.6, label=f"real ({(labels == 0).sum()})", color=REAL_COLOUR)
+    axes.hist(scores[labels == 1], bins=bins, alpha=0.6, label=f"fake ({(labels == 1).sum()})", color=FAKE_COLOUR)
+    if level in CARD_THRESHOLD_LEVELS:
+        threshold = run.calibration.threshold
+        axes.axvline(threshold, color=REFERENCE_LINE, linestyle="--", linewidth=1,
+                     label=f"card threshold {threshold:.3f}")
+    axes.set(xlabel="P(fake)", ylabel="count", title=f"{run.method}, {LEVEL_TITLES[level]}")
+    axes.legend(fontsize="small")
+    return figure
 
 
 def write_outputs(folder: Path, runs: Sequence[MethodRun], samples: Sequence[Sample], meta: dict) -> list[Path]:

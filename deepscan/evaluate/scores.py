@@ -33,6 +33,17 @@ def logit_cache_key(weights_sha256: str | None, input_size: int, architecture: s
     return f"{weights_sha256}|{int(input_size)}|{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
 
+def weights_architecture(resolved) -> str | dict | None:
+    """The architecture settings ``build_detector`` takes from ``resolved`` weights (their metadata, else their
+    model card's), for :func:`logit_cache_key`: a card that changes them must not meet logits of the old build."""
+    from deepscan.weights import weights_metadata
+
+    metadata = weights_metadata(resolved)
+    if "detector_kwargs" in metadata:
+        return metadata["detector_kwargs"]
+    return resolved.card.detector.architecture_kwargs if resolved.card else None
+
+
 class ScoreCache:
     """Raw fake-logits, keyed by (model, sample, perturbation, strength): on disk, and in memory for this run.
     ``path=None`` keeps them for this run only (what ``--no-score-cache`` gives): a logit scored once in a run is

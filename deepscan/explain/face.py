@@ -170,18 +170,19 @@ def parse_timestamp(text: str) -> float:
 
 
 def frame_at(path: Path, time_s: float) -> tuple[int, float, np.ndarray]:
-    """The decoded frame nearest to ``time_s`` (index, its time, RGB)."""
+    """The decoded frame of the video at ``path`` nearest to ``time_s`` (index, its time, RGB)."""
+    from deepscan.media import open_media
     from deepscan.media.errors import MediaError, PartialMediaError
-    from deepscan.media.video import iter_frames
 
     previous = None
     try:
-        for frame in iter_frames(path, fps=None):
-            if frame.time_s >= time_s:
-                if previous is not None and time_s - previous.time_s < frame.time_s - time_s:
-                    return previous.index, previous.time_s, previous.image
-                return frame.index, frame.time_s, frame.image
-            previous = frame
+        with open_media(path, kind="video") as media:
+            for frame in media.frames(fps=None):
+                if frame.time_s >= time_s:
+                    if previous is not None and time_s - previous.time_s < frame.time_s - time_s:
+                        return previous.index, previous.time_s, previous.image
+                    return frame.index, frame.time_s, frame.image
+                previous = frame
     except PartialMediaError as error:
         if previous is None:
             raise ExplainError(str(error)) from None

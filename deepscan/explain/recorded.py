@@ -3,7 +3,7 @@
 The file is decoded again with the scan's own sampling parameters (:func:`recover_frames`): decoding is
 deterministic, so the pixels are the ones that were scored, and nothing had to be kept in memory during the scan.
 A report on disk may come from anyone: the files it names are opened only inside :data:`REPORT_FOLDERS`, and only
-when their sha256 is the one the scan recorded.
+when their sha256 is the one the scan recorded (for a scan of the same command, read once: its ``Checksums``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from deepscan.explain.face import FaceExplanation, explain_face
 from deepscan.explain.spectra import ReferenceSpectrum
 
 if TYPE_CHECKING:
+    from deepscan.media.checksums import Checksums
     from deepscan.media.faces import Face
 
 
@@ -100,16 +101,22 @@ def report_weights(report: dict, report_path: Path) -> str | None:
     return spec
 
 
-def verify_media(entry: dict, path: Path) -> None:
-    """Chain of custody: the file must be the one that was scanned, byte for byte."""
-    from deepscan.runtime import sha256_file
+def verify_media(entry: dict, path: Path, checksums: Checksums | None = None) -> None:
+    """Chain of custody: the file must be the one that was scanned, byte for byte. ``checksums``: the command's,
+    where it scanned the file itself (None: the file is read)."""
+    from deepscan.media.checksums import Checksums
+    from deepscan.media.errors import MediaError
 
     if not path.is_file():
         raise ExplainError(f"{path}: the scanned file is no longer there")
     expected = entry.get("sha256")
     if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
         raise ExplainError(f"{path}: the report records no sha256 for it: it cannot be shown to be the scanned file")
-    if sha256_file(path) != expected.lower():
+    try:
+        digest, _size = (checksums if checksums is not None else Checksums()).sha256(path)
+    except MediaError as error:
+        raise ExplainError(str(error)) from None
+    if digest != expected.lower():
         raise ExplainError(f"{path}: the file has changed since it was scanned (sha256 differs from the report)")
 
 
@@ -118,29 +125,25 @@ def recover_frames(path: Path, kind: str, frame_indices: set[int], parameters: d
 
     A video that breaks part-way gives the frames before the break, which is all a partial scan scored.
     """
+    from deepscan.media import open_media
     from deepscan.media.errors import MediaError, PartialMediaError
-    from deepscan.media.images import load_image
-    from deepscan.media.video import iter_frames
 
+    if kind == "image" and 0 not in frame_indices:
+        return {}
+    fps = None if parameters.get("every_frame") else parameters.get("fps", 2.0)
+    found: dict[int, np.ndarray] = {}
     try:
-        if kind == "image":
-            return {0: load_image(path)} if 0 in frame_indices else {}
-        fps = None if parameters.get("every_frame") else parameters.get("fps", 2.0)
-        found: dict[int, np.ndarray] = {}
-        frames = iter_frames(path, fps=fps)
-        try:
-            for frame in frames:
+        with open_media(path, kind="image" if kind == "image" else "video") as media:
+            for frame in media.frames(fps=fps):
                 if frame.index in frame_indices:
                     found[frame.index] = frame.image
                     if len(found) == len(frame_indices):
                         break
-        except PartialMediaError:
-            pass
-        finally:
-            frames.close()
-        return found
+    except PartialMediaError:
+        pass
     except MediaError as error:
         raise ExplainError(str(error)) from None
+    return found
 
 
 def recorded_face(face: dict) -> "Face":
@@ -171,16 +174,18 @@ def explain_recorded_faces(
     reference: ReferenceSpectrum | None = None,
     report_path: Path | None = None,
     calibration: Calibration | None = None,
+    checksums: Checksums | None = None,
 ) -> Iterator[tuple[dict, FaceExplanation]]:
     """Explain the most suspicious faces of one file of a scan report, recovering their frames from the file.
-    ``calibration``: the weights', as in :func:`explain_face`."""
+    ``calibration``: the weights', as in :func:`explain_face`; ``checksums``: the command's, where it scanned the
+    file itself, so that it is not hashed again (:func:`verify_media`)."""
     from deepscan.media.faces import crop_face, face_square
 
     faces = suspicious_faces(entry, per_track, max_tracks)
     if not faces:
         return
     path = locate_media(entry["path"], report_path)
-    verify_media(entry, path)
+    verify_media(entry, path, checksums)
     frames = recover_frames(path, entry["kind"], {face["frame_index"] for face in faces}, parameters)
     size = detector.config.input_size
     margin = float(parameters.get("margin", 1.3))

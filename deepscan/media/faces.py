@@ -3,7 +3,8 @@
 BlazeFace sees a 128 x 128 letterboxed copy of its input, and finds faces down to roughly an
 eighth of that input's longer side. A whole 1280 x 720 frame therefore hides faces smaller than
 about 150 px, so large frames are also searched tile by tile (overlapping, square-ish tiles of about
-``tile_size`` pixels), and the detections of all passes are merged.
+``tile_size`` pixels), and the detections of all passes are merged (:mod:`deepscan.media.face_merge`).
+Crops of the faces found are :mod:`deepscan.media.face_crops`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import math
 import os
 import sys
 import threading
@@ -25,6 +25,9 @@ import numpy as np
 from PIL import Image
 
 from deepscan.errors import DeepscanError
+from deepscan.media.face_crops import crop_face, face_square  # noqa: F401 - also found here, as they always were
+from deepscan.media.face_merge import Candidate, merge_detections, tile_regions
+from deepscan.media.face_merge import box_iou  # noqa: F401 - also found here, as it always was
 
 MODEL_NAME = "face_detection_short_range.tflite"
 # sha256 of face_detection_short_range.tflite as shipped in the mediapipe 0.10.21 wheel.
@@ -35,10 +38,6 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "le
 # A detection this close (as a share of the tile side) to a tile edge that lies inside the frame
 # is probably a face cut by that edge: the neighbouring tile or the whole frame sees it whole.
 _CUT_EDGE_SHARE = 0.02
-# Two detections one of which lies mostly inside the other are one face seen twice.
-_CONTAINED_SHARE = 0.6
-# How far round a kept face (as a share of its size) a cut detection counts as its fragment.
-_FRAGMENT_REACH = 0.25
 # MediaPipe aborts the whole process (a native check, no exception) on an image with a side of 32767
 # px or more, such as a 40000 x 40 strip; larger frames are shrunk for the whole-frame pass, which
 # the model sees at 128 px anyway.
@@ -130,112 +129,6 @@ def _native_stderr_silenced() -> Iterator[None]:
                 os.dup2(saved_fd, stderr_fd)
     finally:
         os.close(saved_fd)
-
-
-def _axis_spans(length: int, tile_size: int, overlap: float) -> list[tuple[int, int]]:
-    """Spans of equal tiles covering ``0..length`` whose neighbours share ``overlap`` of a tile."""
-    if length <= tile_size:
-        return [(0, length)]
-    count = math.ceil((length - tile_size * overlap) / (tile_size * (1 - overlap)))
-    side = length / (count - (count - 1) * overlap)
-    stride = side * (1 - overlap)
-    return [(round(i * stride), min(length, round(i * stride + side))) for i in range(count)]
-
-
-def tile_regions(
-    height: int, width: int, tile_size: int = 512, overlap: float = 0.25
-) -> list[tuple[int, int, int, int]]:
-    """Overlapping tiles ``(x0, y0, x1, y1)`` of about ``tile_size`` covering a frame (row-major).
-
-    Tiles are as close to ``tile_size`` as whole counts allow, never larger, so they are square-ish:
-    a 1280 x 720 frame gives 3 x 2 tiles of 512 x 411, 1920 x 1080 gives 5 x 3 tiles of 480 x 432.
-    """
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    rows = _axis_spans(height, tile_size, overlap)
-    columns = _axis_spans(width, tile_size, overlap)
-    return [(x0, y0, x1, y1) for y0, y1 in rows for x0, x1 in columns]
-
-
-def _box_area(box: np.ndarray) -> np.ndarray:
-    return np.clip(box[..., 2] - box[..., 0], 0, None) * np.clip(box[..., 3] - box[..., 1], 0, None)
-
-
-def _intersection(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], others[:, 0])
-    y0 = np.maximum(box[1], others[:, 1])
-    x1 = np.minimum(box[2], others[:, 2])
-    y1 = np.minimum(box[3], others[:, 3])
-    return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-
-
-def box_iou(box: tuple[float, ...] | np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one ``(x0, y0, x1, y1)`` box with each row of an (N, 4) array."""
-    box = np.asarray(box, dtype=np.float64)
-    others = np.asarray(others, dtype=np.float64).reshape(-1, 4)
-    overlap = _intersection(box, others)
-    union = _box_area(box) + _box_area(others) - overlap
-    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
-
-
-def _grown(boxes: np.ndarray, share: float) -> np.ndarray:
-    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None] * share
-    return boxes + np.hstack([-sizes, -sizes, sizes, sizes])
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    face: Face
-    region: tuple[int, int, int, int] | None  # the tile it was found in; None for the whole frame
-    cut: bool  # touches an edge of its tile that lies inside the frame
-
-
-def _contains(region: tuple[int, int, int, int], box: np.ndarray) -> bool:
-    return bool(
-        box[0] >= region[0] and box[1] >= region[1] and box[2] <= region[2] and box[3] <= region[3]
-    )
-
-
-def _merge_detections(
-    candidates: list[_Candidate], iou_threshold: float, height: int, width: int
-) -> list[Face]:
-    """Non-maximum suppression over all passes, which also removes what tiles see of faces they cut.
-
-    A tile that holds only part of a face may call that part (the eyes, or the chin and collar) a
-    face of its own. Such fragments are dropped: a detection is suppressed when it overlaps a face
-    already kept by more than ``iou_threshold`` IoU, or mostly lies inside it (or it inside the
-    detection), or, for a tile's detection, when it overlaps a kept face that its tile does not
-    wholly contain, or touches the surroundings of a kept face while being cut by its tile's edge.
-    Detections cut by a tile edge come last, so whole views of a face win.
-    """
-    ordered = sorted(candidates, key=lambda candidate: (candidate.cut, -candidate.face.score))
-    frame = np.array([0, 0, width, height], dtype=np.float64)
-    kept: list[Face] = []
-    kept_boxes = np.empty((0, 4))
-    for candidate in ordered:
-        box = np.asarray(candidate.face.box, dtype=np.float64)
-        if len(kept):
-            overlap = _intersection(box, kept_boxes)
-            smaller_area = np.minimum(_box_area(box), _box_area(kept_boxes))
-            contained = np.divide(
-                overlap, smaller_area, out=np.ones_like(overlap), where=smaller_area > 0
-            )
-            if np.any(box_iou(box, kept_boxes) > iou_threshold) or np.any(
-                contained > _CONTAINED_SHARE
-            ):
-                continue
-            if candidate.region is not None:
-                visible = np.clip(kept_boxes, frame[[0, 1, 0, 1]], frame[[2, 3, 2, 3]])
-                partly_seen = np.array([not _contains(candidate.region, b) for b in visible])
-                if np.any((overlap > 0) & partly_seen):
-                    continue
-            if candidate.cut and np.any(
-                _intersection(box, _grown(kept_boxes, _FRAGMENT_REACH)) > 0
-            ):
-                continue
-        kept.append(candidate.face)
-        kept_boxes = np.vstack([kept_boxes, box])
-    return sorted(kept, key=lambda face: -face.score)
 
 
 def _import_mediapipe_quietly() -> None:
@@ -395,15 +288,15 @@ class FaceDetector:
         are (``tile_min_score``, cut-edge fragments dropped), whatever chose them."""
         self._check_frame(image)
         height, width = image.shape[:2]
-        candidates = [_Candidate(face, None, cut=False) for face in whole_frame]
+        candidates = [Candidate(face, None, cut=False) for face in whole_frame]
         for region in regions:
             x0, y0, x1, y1 = region
             if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
                 raise ValueError(f"region {region} is empty or leaves the {width} x {height} frame")
             for face in self._detect_region(image, region, self.tile_min_score):
                 cut = self._cut_by_tile_edge(face, region, height, width)
-                candidates.append(_Candidate(face, region, cut))
-        return _merge_detections(candidates, self.nms_iou, height, width)
+                candidates.append(Candidate(face, region, cut))
+        return merge_detections(candidates, self.nms_iou, height, width)
 
     def _check_frame(self, image: np.ndarray) -> None:
         if self._detector is None:
@@ -443,58 +336,3 @@ class FaceDetector:
             or (x1 < width and box_x1 >= x1 - margin)
             or (y1 < height and box_y1 >= y1 - margin)
         )
-
-
-def face_square(face: Face, margin: float = 1.3) -> tuple[float, float, float, float]:
-    """The square, in frame pixels, that :func:`crop_face` cuts: ``margin`` times the box's longer
-    side, centred on the box, snapped to whole pixels. A heatmap over the crop maps back onto it."""
-    if margin <= 0:
-        raise ValueError(f"margin must be positive, got {margin}")
-    side = max(1, round(margin * face.size))
-    center_x, center_y = face.center
-    x0 = round(center_x - side / 2)
-    y0 = round(center_y - side / 2)
-    return (float(x0), float(y0), float(x0 + side), float(y0 + side))
-
-
-def _reflected(positions: np.ndarray, length: int) -> np.ndarray:
-    """Pixel positions folded into ``0..length - 1`` by mirroring about the edge pixels (numpy's "reflect"),
-    as often as a far position needs."""
-    if length == 1:
-        return np.zeros_like(positions)
-    period = 2 * (length - 1)
-    folded = np.abs(positions) % period
-    return np.where(folded < length, folded, period - folded)
-
-
-def crop_face(
-    image: np.ndarray, face: Face, size: int, margin: float = 1.3, padding: str = "reflect"
-) -> np.ndarray:
-    """A ``size`` x ``size`` x 3 uint8 crop of the square :func:`face_square` gives.
-
-    Where the square leaves the frame the crop is padded by mirroring the frame at its edge
-    (``padding="reflect"``, any ``numpy.pad`` mode works). Mirroring keeps the local texture and
-    noise of the picture, whereas a black border or smeared edge pixels would add a sharp step or
-    flat streaks: spectra unlike any camera's, which frequency detectors would take for artefacts.
-    """
-    x0, y0, x1, y1 = (int(value) for value in face_square(face, margin))
-    height, width = image.shape[:2]
-    inside = image[max(y0, 0) : max(min(y1, height), 0), max(x0, 0) : max(min(x1, width), 0)]
-    pads = ((max(0, -y0), max(0, y1 - height)), (max(0, -x0), max(0, x1 - width)), (0, 0))
-    if inside.size == 0:
-        # The square misses the frame entirely: there is nothing to mirror.
-        square = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
-    elif padding == "reflect" and any(any(pad) for pad in pads):
-        # Mirror the whole frame, not only the part of it inside the square: where the square reaches
-        # further past an edge than into the frame (a face mostly cut off), numpy.pad would repeat that
-        # thin strip over and over, the periodic streaks this mirroring exists to avoid.
-        rows = _reflected(np.arange(y0, y1), height)
-        columns = _reflected(np.arange(x0, x1), width)
-        square = image[rows[:, None], columns[None, :]]
-    else:
-        square = np.pad(inside, pads, mode=padding)
-    if square.shape[:2] != (size, size):
-        square = np.asarray(
-            Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8
-        )
-    return square

@@ -99,7 +99,12 @@ def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> tupl
     """SHA-256 and size in bytes of a regular file, read through :func:`open_regular` (a pipe or a device is
     refused, never opened)."""
     with open_regular(path) as handle:
-        try:
-            return sha256_stream(handle, chunk_size)
-        except OSError as error:
-            raise MediaError(path, f"read failed part-way ({error.strerror or error})") from None
+        return handle_sha256(handle, path, chunk_size)
+
+
+def handle_sha256(handle: BinaryIO, path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> tuple[str, int]:
+    """SHA-256 and size of what a handle from :func:`open_regular` holds; a failed read is MediaError."""
+    try:
+        return sha256_stream(handle, chunk_size)
+    except OSError as error:
+        raise MediaError(path, f"read failed part-way ({error.strerror or error})") from None

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib import cbook
 from PIL import Image
 
-from deepscan.media.video import encode_video
+from deepscan.media.encode import encode_video
 
 _CANVAS_RGB = (196, 204, 212)
 # Portraits circle once every _LOOP_S seconds, reaching _REACH_SHARE of their width from the middle.

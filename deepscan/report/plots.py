@@ -1,10 +1,13 @@
-"""Figures for explanations and reports: map panels, the power-spectrum plot, the score timeline, the PDF.
+"""Figures for explanations, reports, training and evaluation: map panels, the power-spectrum plot, the score
+timeline, the PDF, and the one style every deepscan figure is drawn in.
 
-Everything is drawn on ``matplotlib.figure.Figure`` objects, never through pyplot: no global figure
-registry to leak or share between threads, and no GUI backend is ever touched. Colour maps are the
-perceptually uniform, colour-blind-safe ones (viridis, magma, cividis, and twilight for angles, which
-wrap round); lines use the Okabe-Ito palette, which stays distinguishable under every common colour
-vision deficiency.
+The style lives here, once (the palette, :func:`new_figure`, :func:`save_png` and :func:`figure_png`), and the
+training curves (``deepscan.train.run_log``) and the evaluation plots (``deepscan.evaluate.report``) use it too.
+Everything is drawn on ``matplotlib.figure.Figure`` objects, never through pyplot: no global figure registry to
+leak or share between threads, no backend chosen for the whole process (``matplotlib.use``), and no GUI backend
+is ever touched. Colour maps are the perceptually uniform, colour-blind-safe ones (viridis, magma, cividis, and
+twilight for angles, which wrap round); lines use the Okabe-Ito palette, which stays distinguishable under every
+common colour vision deficiency.
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+# --- style ------------------------------------------------------------------------------------------------
+
 # Okabe & Ito (2008), "Color Universal Design": black first is left out, it is kept for reference lines.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 REFERENCE_LINE = "#000000"
+MUTED_LINE = "#999999"  # what is drawn for context only: chance on a ROC plot, tracks beyond the legend
 FAKE_SHADE = "#D55E00"  # vermillion: stays distinct from the blue/orange track lines for colour-blind readers
+# Real and fake side by side (histograms): blue and vermillion, the pair that colour-blind readers tell apart best.
+REAL_COLOUR = "#0072B2"
+FAKE_COLOUR = FAKE_SHADE
 # Yellow and sky blue read on faces and dark backgrounds alike, and stay apart for colour-blind readers;
 # the second outline is also dashed so that it never depends on colour alone.
 OUTLINE_STYLES = (("#F0E442", "-"), ("#56B4E9", "--"), ("#FFFFFF", ":"))
@@ -32,6 +41,32 @@ OUTLINE_STYLES = (("#F0E442", "-"), ("#56B4E9", "--"), ("#FFFFFF", ":"))
 COLUMN_INCHES = 4.3
 ROW_INCHES = 4.1
 TITLE_CHARACTERS_PER_COLUMN = 34
+
+
+def line_colour(index: int) -> str:
+    """The ``index``-th line's colour (the palette repeats after eight lines)."""
+    return OKABE_ITO[index % len(OKABE_ITO)]
+
+
+def new_figure(width_in: float, height_in: float) -> "Figure":
+    """A figure of the given size in inches, laid out by matplotlib's constrained layout (no ``tight_layout``)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), layout="constrained")
+
+
+def figure_png(figure: "Figure", dpi: int = 100) -> bytes:
+    """The figure as PNG bytes, on white."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()
+
+
+def save_png(figure: "Figure", path: Path, dpi: int = 100) -> Path:
+    """The figure as a PNG file, on white (its folder made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=dpi, facecolor="white")
+    return path
 
 
 class Drawable(Protocol):
@@ -226,24 +261,6 @@ class SpectrumPanel:
 # --- figures --------------------------------------------------------------------------------------------
 
 
-def new_figure(width_in: float, height_in: float) -> "Figure":
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width_in, height_in), layout="constrained")
-
-
-def figure_png(figure: "Figure", dpi: int = 100) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, facecolor="white")
-    return buffer.getvalue()
-
-
-def save_png(figure: "Figure", path: Path, dpi: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=dpi, facecolor="white")
-    return path
-
-
 def compose(title: str, subtitle: str, panels: list[Drawable], columns: int = 4, notes: str = "") -> "Figure":
     """Panels packed row by row on a grid of ``columns`` (wide panels take two cells), under a title."""
     # A figure with fewer panels than columns is only as wide as its panels.
@@ -331,12 +348,12 @@ def _per_track_lines(ax: "Axes", faces: list[dict], tracks: list[dict], entry: d
         times = [face["time_s"] for face in points]
         scores = [face["fake_probability"] for face in points]
         if rank < MAX_TRACKS_IN_LEGEND:
-            colour = OKABE_ITO[rank % len(OKABE_ITO)]
+            colour = line_colour(rank)
             label = f"track {track['track_id']}: median {track['score']:.3f}"
             if trained:  # an untrained detector's labels mean nothing; the legend does not repeat them
                 label += f" ({track['label']})"
         else:
-            colour, label = "#999999", ("other tracks" if rank == MAX_TRACKS_IN_LEGEND else None)
+            colour, label = MUTED_LINE, ("other tracks" if rank == MAX_TRACKS_IN_LEGEND else None)
         ax.plot(times, scores, marker="o", markersize=3.5, linewidth=1.3, color=colour, label=label)
         # The median is what the verdict reads: drawn over the span of the track it summarises.
         ax.hlines(track["score"], track["start_s"], track["end_s"], colors=colour, linestyles=":", linewidth=1.2)
@@ -354,7 +371,7 @@ def _per_face_bars(ax: "Axes", faces: list[dict]) -> None:
         return
     order = sorted(faces, key=lambda face: face["track_id"])
     positions = np.arange(len(order))
-    colours = [OKABE_ITO[index % len(OKABE_ITO)] for index in range(len(order))]
+    colours = [line_colour(index) for index in range(len(order))]
     scores = [face["fake_probability"] for face in order]
     ax.bar(positions, scores, color=colours, width=0.6, label="P(fake) of the face")
     ax.set_xticks(positions, [f"face {face['track_id']}" for face in order])

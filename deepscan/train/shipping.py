@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from deepscan.runtime import atomic_write, sha256_file
+from deepscan.train.card_markdown import card_markdown
 
 # What "still holds up" means for the reliable range (stated in the card).
 AUC_DROP = 0.05
@@ -293,100 +294,6 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         add_metrics(card_path, key, out / name / key / "results.json", command)
         if not ensemble:
             write_markdown(card_path)
-
-
-def card_markdown(card: dict) -> str:
-    """The human half of the model card, made from the JSON half so that the two never disagree."""
-    from deepscan.evaluate.report import format_number, format_rate
-
-    detector, training, calibration = card["detector"], card["training"], card.get("calibration", {})
-    reliability = card.get("reliability", {})
-    lines = [
-        f"# {detector['name']} — model card",
-        "",
-        f"Implements: {detector['paper']}. Built with {json.dumps(detector['kwargs'])}, input {detector['input_size']} px, "
-        f"{detector['parameters']:,} parameters. Weights: `{card['weights']['file']}` (fp16 safetensors, sha256 "
-        f"`{card['weights']['sha256']}`). Trained on research-only third-party data "
-        f"({', '.join(source['name'] for source in card['data']['train'])}; see `../shared/data/SOURCES.md`): "
-        "**for research use**.",
-        "",
-        "## Data and splits",
-        "",
-        "Protocol: `deepscan/train/protocol.py` (split by group, never by file; a group's side is fixed by a hash "
-        "of its name). Counts are faces after face detection.",
-        "",
-        "| part | source | real faces | fake faces | media without a face |",
-        "|---|---|---|---|---|",
-    ]
-    for part in ("train", "val"):
-        for source in card["data"][part]:
-            lines.append(
-                f"| {part} | {source['name']} | {source['real_faces']} | {source['fake_faces']} | {source.get('faceless', 0)} |"
-            )
-    sbi = card["data"].get("pseudo_fakes") or {}
-    protocol = card.get("protocol", {})
-    lines += [
-        "",
-        (f"Plus SBI pseudo-fakes (Shiohara and Yamasaki, CVPR 2022), {sbi['ratio']:g} per real training face, "
-         "made afresh each epoch; " if sbi.get("ratio") else "No SBI pseudo-fakes; ")
-        + f"{card['data']['train_entries']} training and {card['data']['val_entries']} validation "
-        f"entries. Never trained on, at any stage: {', '.join(protocol.get('never_trained_on', [])) or '?'}; "
-        f"partly held out (their test share): {', '.join(protocol.get('partly_held_out', [])) or 'none'}.",
-        "",
-        "## Training",
-        "",
-        f"Recipe `{card['shipped_from']['recipe']}` (sha256 `{card['recipe']['sha256']}`); {training['epochs']} epochs, "
-        f"{training['seconds'] / 60:.0f} minutes on {training['device']} ({card.get('hardware', 'this project’s 2-core CPU')}); "
-        f"checkpoint chosen on validation AUC: epoch {card['validation']['epoch']} "
-        f"(val AUC {format_number(card['validation']['metrics'].get('auc'))}).",
-        "",
-        "## Calibration and threshold",
-        "",
-        f"P(fake) = sigmoid({calibration.get('scale', 1):.4f} × logit + {calibration.get('bias', 0):.4f}), fitted on "
-        f"{calibration.get('fitted_on', '?')}. Verdict threshold {calibration.get('threshold', 0.5):.4f}: "
-        f"{calibration.get('threshold_rule', '')} (on validation: false-positive rate {format_number(calibration.get('val_fpr'))}, "
-        f"true-positive rate {format_number(calibration.get('val_tpr'))}).",
-        "",
-        "## Where it can be trusted",
-        "",
-        reliability.get("text", "No reliable range measured."),
-        "",
-    ]
-    if reliability.get("by_face_size"):
-        lines += ["| face box (px) | AUC | real faces called fake |", "|---|---|---|"]
-        lines += [f"| {row['face_px']} | {format_number(row['auc'])} | {format_number(row['fpr'])} |" for row in reliability["by_face_size"]]
-        lines += ["", "| blur sigma | median sharpness | AUC | real faces called fake |", "|---|---|---|---|"]
-        lines += [
-            f"| {row['blur_sigma']} | {row['median_sharpness']:.1f} | {format_number(row['auc'])} | {format_number(row['fpr'])} |"
-            for row in reliability["by_blur"]
-        ]
-        lines.append("")
-    lines += [
-        "## Results",
-        "",
-        "Each row is one `deepscan evaluate` run (command below the table); video level is the scan's median per "
-        "media file. Rates are at the shipped threshold.",
-        "",
-        "| evaluation | condition | frame AUC [95 % CI] | video AUC | frame EER | real faces called fake | fakes caught |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    commands = []
-    for key, entry in card.get("metrics", {}).items():
-        commands.append(f"- {key}: `{entry['command']}`")
-        for method in entry["results"].get("methods", []):
-            for condition, result in method["conditions"].items():
-                frame, video = result["frame"], result.get("video_median", {})
-                ci = frame.get("auc_ci95")
-                interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-                lines.append(
-                    f"| {key} | {condition} | {format_number(frame.get('auc'))}{interval} | {format_number(video.get('auc'))} | "
-                    f"{format_number(frame.get('eer'))} | {format_rate(frame.get('fpr_at_card_threshold'), frame['n_real'])} | "
-                    f"{format_rate(frame.get('tpr_at_card_threshold'), frame['n_fake'])} |"
-                )
-    lines += ["", "Commands (from the repository root, after `python -m deepscan.train.protocol`):", "", *commands, ""]
-    if card.get("known_failures"):
-        lines += ["## Known failure modes", "", *[f"- {item}" for item in card["known_failures"]], ""]
-    return "\n".join(lines)
 
 
 def write_markdown(card_path: Path) -> None:

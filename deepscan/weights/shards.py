@@ -12,10 +12,10 @@ The index is what a user names (``--weights ralf.safetensors.index.json``) and w
 ``weights.sha256`` is the index's): the index in turn pins every shard by its sha256, so one checksum covers the
 set. Weights come from strangers, so reading is strict: a shard must be a plain file name inside the index's own
 folder (no path, no ``..``, no link leading out), its sha256 must match, and it must hold exactly the tensors
-the index maps to it. Any failure is one line (:class:`deepscan.weights.WeightsError`, or
-:class:`deepscan.weights.IntegrityError` for a shard that is not the one the index names).
+the index maps to it. Any failure is one line (:class:`deepscan.weights.errors.WeightsError`, or
+:class:`deepscan.weights.errors.IntegrityError` for a shard that is not the one the index names).
 
-``python -m deepscan.weight_shards split SRC.safetensors DST.safetensors.index.json --max-mib 15 [--fp16]``
+``python -m deepscan.weights split SRC.safetensors DST.safetensors.index.json --max-mib 15 [--fp16]``
 shards a single file; ``join INDEX DST.safetensors`` makes a single file again; ``check INDEX`` verifies a set.
 """
 
@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from deepscan.runtime import atomic_write, sha256_file
+from deepscan.weights.errors import IntegrityError, WeightsError
 
 if TYPE_CHECKING:
     import torch
@@ -41,13 +42,6 @@ INDEX_VERSION = 1
 MIB = 1024 * 1024
 # Room a tensor's entry takes in a shard's JSON header besides its name: dtype, shape and offsets, generously.
 _HEADER_BYTES_PER_TENSOR = 160
-
-
-def _errors():
-    # weights.py imports this module lazily; importing its errors here, at call time, keeps one error family.
-    from deepscan.weights import IntegrityError, WeightsError
-
-    return WeightsError, IntegrityError
 
 
 def is_index(path: str | os.PathLike) -> bool:
@@ -87,7 +81,6 @@ class ShardIndex:
 
 def plan_shards(state: dict[str, torch.Tensor], max_bytes: int, metadata: dict[str, str]) -> list[list[str]]:
     """Tensor names grouped, in order, into shards whose files stay within ``max_bytes`` (header included)."""
-    WeightsError, _ = _errors()
     fixed = 8 + len(json.dumps({"__metadata__": metadata})) + 64
     groups: list[list[str]] = []
     size = fixed
@@ -114,7 +107,6 @@ def save_sharded(
     shards are not complete."""
     from safetensors.torch import save
 
-    WeightsError, _ = _errors()
     index_path = Path(index_path)
     if not is_index(index_path):
         raise WeightsError(f"{index_path.name}: a shard index is named <name>{INDEX_SUFFIX}")
@@ -152,7 +144,6 @@ def _plain_name(value: object) -> bool:
 
 
 def _shard_entry(entry: object, where: str) -> Shard:
-    WeightsError, _ = _errors()
     if not isinstance(entry, dict):
         raise WeightsError(f"{where}: each shard is an object with file, sha256 and bytes")
     file, digest, size = entry.get("file"), entry.get("sha256"), entry.get("bytes")
@@ -168,7 +159,6 @@ def _shard_entry(entry: object, where: str) -> Shard:
 
 def read_index(index_path: Path) -> ShardIndex:
     """The index, checked: its format, plain shard names, a weight map onto listed shards, text metadata."""
-    WeightsError, _ = _errors()
     index_path = Path(index_path)
     name = index_path.name
     try:
@@ -199,7 +189,6 @@ def read_index(index_path: Path) -> ShardIndex:
 
 def shard_path(index: ShardIndex, shard: Shard) -> Path:
     """Where a shard is: in the index's folder, and still there once links are followed."""
-    WeightsError, _ = _errors()
     folder = index.path.parent
     path = folder / shard.file
     real_folder = os.path.realpath(folder)
@@ -215,7 +204,6 @@ def load_sharded(index_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    WeightsError, IntegrityError = _errors()
     index = read_index(index_path)
     state: dict[str, torch.Tensor] = {}
     for shard in index.shards:
@@ -235,7 +223,6 @@ def load_sharded(index_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 
 def verify_shards(index_path: Path) -> ShardIndex:
     """The index, with every shard present, inside its folder and matching its sha256 (nothing loaded)."""
-    _, IntegrityError = _errors()
     index = read_index(index_path)
     for shard in index.shards:
         if sha256_file(shard_path(index, shard)) != shard.sha256:
@@ -252,7 +239,6 @@ def split_file(source: Path, index_path: Path, max_shard_mib: float, fp16: bool)
     import torch
     from safetensors import SafetensorError, safe_open
 
-    WeightsError, _ = _errors()
     try:
         with safe_open(str(source), "pt") as handle:
             metadata = dict(handle.metadata() or {})
@@ -277,7 +263,7 @@ def join_file(index_path: Path, target: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     from deepscan.errors import DeepscanError
 
-    parser = argparse.ArgumentParser(prog="python -m deepscan.weight_shards", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deepscan.weights", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     split = commands.add_parser("split", help="shard a .safetensors file")
     split.add_argument("source", type=Path)
@@ -304,7 +290,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

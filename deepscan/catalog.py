@@ -1,0 +1,58 @@
+"""The catalog ``deepscan models`` lists: every registered detector, and the ensemble, with its paper, input size,
+parameters, cost per face, and where its trained weights are. Never downloads: listing stays quick and offline."""
+
+from __future__ import annotations
+
+
+def detector_row(name: str) -> dict:
+    """One registered detector as the catalog lists it: the build its shipped weights have, when they ship."""
+    import torch
+
+    from deepscan.detectors import create_detector, get_config
+    from deepscan.weights import WEIGHTS_AT_HAND, shipped_build, weights_status
+
+    config = get_config(name)
+    status = weights_status(config)  # never downloads: listing must stay quick and offline
+    # Shipped weights may be of another build than the paper default (backbone, input size): list that build.
+    built = shipped_build(config) if status == "shipped" else {}
+    with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
+        parameters = create_detector(name, **built.get("kwargs", {})).count_parameters()
+    input_size = built.get("input_size", config.input_size)
+    return {
+        "name": name,
+        "paper": config.paper,
+        "input_size": input_size,
+        "parameters": parameters,
+        # Counted at the config's input size; convolutional cost grows with the pixels of another build's.
+        "gflops_per_face": (round(config.gflops * (input_size / config.input_size) ** 2, 2)
+                            if config.gflops else None),
+        "weights_available": status in WEIGHTS_AT_HAND,
+        "weights": status,
+    }
+
+
+def ensemble_row(rows: list[dict]) -> dict:
+    """The ensemble as the catalog lists it, from the detectors' rows: its likely members, their sums."""
+    from deepscan.ensemble import ENSEMBLE, ENSEMBLE_PAPER, likely_members
+
+    members = likely_members({row["name"]: row["weights"] for row in rows})
+    chosen = [row for row in rows if row["name"] in members]
+    return {
+        "name": ENSEMBLE,
+        "paper": ENSEMBLE_PAPER,
+        "input_size": None,  # each member at its own
+        "parameters": sum(row["parameters"] for row in chosen),
+        "gflops_per_face": (round(sum(row["gflops_per_face"] for row in chosen), 2)
+                            if members and all(row["gflops_per_face"] for row in chosen) else None),
+        "weights_available": bool(members),
+        "weights": f"members: {', '.join(members)}" if members else "no member: no detector has trained weights",
+        "members": members,
+    }
+
+
+def catalog() -> list[dict]:
+    """Every registered detector's row, in registry order, and the ensemble's last."""
+    from deepscan.detectors import list_detectors
+
+    rows = [detector_row(name) for name in list_detectors()]
+    return [*rows, ensemble_row(rows)]

@@ -1,0 +1,140 @@
+"""The human half of a model card (``<name>.md``), made from its JSON half so that the two never disagree: one
+builder per section, each a list of lines."""
+
+from __future__ import annotations
+
+import json
+
+
+def _header(card: dict) -> list[str]:
+    detector = card["detector"]
+    return [
+        f"# {detector['name']} — model card",
+        "",
+        f"Implements: {detector['paper']}. Built with {json.dumps(detector['kwargs'])}, input {detector['input_size']} px, "
+        f"{detector['parameters']:,} parameters. Weights: `{card['weights']['file']}` (fp16 safetensors, sha256 "
+        f"`{card['weights']['sha256']}`). Trained on research-only third-party data "
+        f"({', '.join(source['name'] for source in card['data']['train'])}; see `../shared/data/SOURCES.md`): "
+        "**for research use**.",
+        "",
+    ]
+
+
+def _data(card: dict) -> list[str]:
+    lines = [
+        "## Data and splits",
+        "",
+        "Protocol: `deepscan/train/protocol.py` (split by group, never by file; a group's side is fixed by a hash "
+        "of its name). Counts are faces after face detection.",
+        "",
+        "| part | source | real faces | fake faces | media without a face |",
+        "|---|---|---|---|---|",
+    ]
+    for part in ("train", "val"):
+        for source in card["data"][part]:
+            lines.append(
+                f"| {part} | {source['name']} | {source['real_faces']} | {source['fake_faces']} | {source.get('faceless', 0)} |"
+            )
+    sbi = card["data"].get("pseudo_fakes") or {}
+    protocol = card.get("protocol", {})
+    return lines + [
+        "",
+        (f"Plus SBI pseudo-fakes (Shiohara and Yamasaki, CVPR 2022), {sbi['ratio']:g} per real training face, "
+         "made afresh each epoch; " if sbi.get("ratio") else "No SBI pseudo-fakes; ")
+        + f"{card['data']['train_entries']} training and {card['data']['val_entries']} validation "
+        f"entries. Never trained on, at any stage: {', '.join(protocol.get('never_trained_on', [])) or '?'}; "
+        f"partly held out (their test share): {', '.join(protocol.get('partly_held_out', [])) or 'none'}.",
+        "",
+    ]
+
+
+def _training(card: dict) -> list[str]:
+    from deepscan.evaluate.report import format_number
+
+    training = card["training"]
+    return [
+        "## Training",
+        "",
+        f"Recipe `{card['shipped_from']['recipe']}` (sha256 `{card['recipe']['sha256']}`); {training['epochs']} epochs, "
+        f"{training['seconds'] / 60:.0f} minutes on {training['device']} ({card.get('hardware', 'this project’s 2-core CPU')}); "
+        f"checkpoint chosen on validation AUC: epoch {card['validation']['epoch']} "
+        f"(val AUC {format_number(card['validation']['metrics'].get('auc'))}).",
+        "",
+    ]
+
+
+def _calibration(card: dict) -> list[str]:
+    from deepscan.evaluate.report import format_number
+
+    calibration = card.get("calibration", {})
+    return [
+        "## Calibration and threshold",
+        "",
+        f"P(fake) = sigmoid({calibration.get('scale', 1):.4f} × logit + {calibration.get('bias', 0):.4f}), fitted on "
+        f"{calibration.get('fitted_on', '?')}. Verdict threshold {calibration.get('threshold', 0.5):.4f}: "
+        f"{calibration.get('threshold_rule', '')} (on validation: false-positive rate {format_number(calibration.get('val_fpr'))}, "
+        f"true-positive rate {format_number(calibration.get('val_tpr'))}).",
+        "",
+    ]
+
+
+def _reliability(card: dict) -> list[str]:
+    from deepscan.evaluate.report import format_number
+
+    reliability = card.get("reliability", {})
+    lines = ["## Where it can be trusted", "", reliability.get("text", "No reliable range measured."), ""]
+    if reliability.get("by_face_size"):
+        lines += ["| face box (px) | AUC | real faces called fake |", "|---|---|---|"]
+        lines += [f"| {row['face_px']} | {format_number(row['auc'])} | {format_number(row['fpr'])} |" for row in reliability["by_face_size"]]
+        lines += ["", "| blur sigma | median sharpness | AUC | real faces called fake |", "|---|---|---|---|"]
+        lines += [
+            f"| {row['blur_sigma']} | {row['median_sharpness']:.1f} | {format_number(row['auc'])} | {format_number(row['fpr'])} |"
+            for row in reliability["by_blur"]
+        ]
+        lines.append("")
+    return lines
+
+
+def _result_row(key: str, condition: str, result: dict) -> str:
+    from deepscan.evaluate.report import format_number, format_rate
+
+    frame, video = result["frame"], result.get("video_median", {})
+    ci = frame.get("auc_ci95")
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return (
+        f"| {key} | {condition} | {format_number(frame.get('auc'))}{interval} | {format_number(video.get('auc'))} | "
+        f"{format_number(frame.get('eer'))} | {format_rate(frame.get('fpr_at_card_threshold'), frame['n_real'])} | "
+        f"{format_rate(frame.get('tpr_at_card_threshold'), frame['n_fake'])} |"
+    )
+
+
+def _results(card: dict) -> list[str]:
+    lines = [
+        "## Results",
+        "",
+        "Each row is one `deepscan evaluate` run (command below the table); video level is the scan's median per "
+        "media file. Rates are at the shipped threshold.",
+        "",
+        "| evaluation | condition | frame AUC [95 % CI] | video AUC | frame EER | real faces called fake | fakes caught |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for key, entry in card.get("metrics", {}).items():
+        commands.append(f"- {key}: `{entry['command']}`")
+        for method in entry["results"].get("methods", []):
+            lines += [_result_row(key, condition, result) for condition, result in method["conditions"].items()]
+    return lines + ["", "Commands (from the repository root, after `python -m deepscan.train.protocol`):", "", *commands, ""]
+
+
+def _known_failures(card: dict) -> list[str]:
+    if not card.get("known_failures"):
+        return []
+    return ["## Known failure modes", "", *[f"- {item}" for item in card["known_failures"]], ""]
+
+
+SECTIONS = (_header, _data, _training, _calibration, _reliability, _results, _known_failures)
+
+
+def card_markdown(card: dict) -> str:
+    """The human half of the model card, made from the JSON half so that the two never disagree."""
+    return "\n".join(line for section in SECTIONS for line in section(card))
