@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from deepscan.kept_faces import KeepFaces, KeptFaces, attach_views
 from deepscan.media import open_media
 from deepscan.media.checksums import Checksums
 from deepscan.media.errors import shown_path
@@ -36,23 +37,13 @@ from deepscan.media.faces import Face, crop_face
 from deepscan.media.tracks import FaceTracker
 from deepscan.media.video import expected_frame_count
 from deepscan.pipeline import CtrlC, Pipeline
-from deepscan.precision import (
-    CPU_BATCH_SIZE,
-    autocast,
-    autocast_dtype,
-    free_gpu_bytes,
-    gpu_batch_size,
-    peak_bytes_per_face,
-)
+from deepscan.precision import (CPU_BATCH_SIZE, autocast, autocast_dtype, free_gpu_bytes, gpu_batch_size,
+                                peak_bytes_per_face)
 from deepscan.reliability import ReliableRange, face_sharpness, strictest
 from deepscan.runtime import select_device
 from deepscan.runtimes import RuntimeChoiceError, load_runtime, runtime_custody
-from deepscan.scan_results import (  # noqa: F401 - FileResult and ScanInterrupted are also imported from here
-    FaceResult,
-    FileResult,
-    ScanInterrupted,
-    media_record,
-)
+# FileResult and ScanInterrupted are also imported from here.
+from deepscan.scan_results import FaceResult, FileResult, ScanInterrupted, media_record  # noqa: F401
 from deepscan.scan_conclusion import judged_track, record_failure, scored_tracks
 from deepscan.verdicts import TrackVerdict, file_verdict
 from deepscan.weights import ResolvedWeights
@@ -91,6 +82,7 @@ class ScanOptions:
 class _Pending:
     face: FaceResult
     crops: dict[int, np.ndarray]  # input size -> the face's crop at that size
+    kept: tuple | None = None  # for a report (Scanner keep_faces): (crop, FrameView), deepscan.kept_faces
 
 
 def face_logits(detector: "Detector", crops: np.ndarray) -> np.ndarray:
@@ -217,18 +209,20 @@ class Scanner:
     Faces are found only through ``self.faces.detect(image)`` (and its ``reset()`` before each file, where it
     has one), so that any face search with that method can stand in for :class:`FaceDetector`. ``checksums``:
     the command's (:class:`deepscan.media.checksums.Checksums`), so that what reads a file again after the scan
-    (a report's heat maps) does not hash it again.
+    (a report's heat maps) does not hash it again. ``keep_faces``: each file's result keeps the faces a report
+    explains (``FileResult.kept_faces``, :mod:`deepscan.kept_faces`), so that the report need not decode it again.
     """
 
     def __init__(self, detector: "Detector | None", options: ScanOptions, *, trained: bool | None = None,
                  weights: ResolvedWeights | None = None, judge: Judge | None = None,
-                 checksums: Checksums | None = None):
+                 checksums: Checksums | None = None, keep_faces: KeepFaces | None = None):
         import torch
 
         if options.batch_size is not None and options.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {options.batch_size}")
         self.options = options
         self.checksums = checksums if checksums is not None else Checksums()
+        self.keep_faces = keep_faces
         self.judge = judge or Judge.single(detector, weights, options.threshold, trained=trained)
         self.trained = self.judge.trained
         self.device = torch.device(select_device(options.device))
@@ -321,12 +315,15 @@ class Scanner:
             crops = {size: crop_face(image, face, size, self.options.margin) for size in self.crop_sizes}
             self._measure(record, face, crops)
             found.append(_Pending(record, crops))
+        if self.keep_faces is not None and found:  # the heat maps' crop and frame, kept once scored
+            attach_views(found, faces, image, self.judge.members[0].input_size, self.options.margin)
         return found
 
     # --- files ---------------------------------------------------------------------------------
-    @staticmethod
-    def _new_result(path: Path) -> FileResult:
-        return FileResult(path=str(path), kind="image", status="complete")
+    def _new_result(self, path: Path) -> FileResult:
+        keep, size = self.keep_faces, self.judge.members[0].input_size
+        kept = None if keep is None else KeptFaces(keep, size, self.options.margin)
+        return FileResult(path=str(path), kind="image", status="complete", kept_faces=kept)
 
     @property
     def sampling_fps(self) -> float | None:
@@ -442,6 +439,8 @@ class Scanner:
         result.tracks = [self._track(track_id, faces) for track_id, faces in scored_tracks(result.faces)]
         if result.status != "error" or result.tracks:
             result.verdict = file_verdict(result.tracks, trained=self.trained)
+        if result.kept_faces is not None:
+            result.kept_faces.conclude(result.tracks)
 
     def _track(self, track_id: int, faces: list[FaceResult]) -> TrackVerdict:
         return judged_track(self.judge, self.reliable_range, track_id, faces)

@@ -4,12 +4,16 @@ so far (:class:`ScanInterrupted`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from deepscan.media.source import ImageInfo
 from deepscan.media.video import VideoInfo
 from deepscan.reliability import bits_per_pixel
 from deepscan.verdicts import FileVerdict, TrackVerdict
+
+if TYPE_CHECKING:
+    from deepscan.kept_faces import KeptFaces
 
 
 @dataclass
@@ -40,9 +44,13 @@ class FileResult:
     tracks: list[TrackVerdict] = field(default_factory=list)
     verdict: FileVerdict | None = None
     seconds: float = 0.0
+    # Asked for (Scanner keep_faces): the faces a report explains, with their crops and frames; not in to_dict.
+    kept_faces: KeptFaces | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(replace(self, kept_faces=None))
+        del record["kept_faces"]
+        return record
 
 
 def media_record(info: ImageInfo | VideoInfo) -> dict:

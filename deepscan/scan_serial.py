@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deepscan.kept_faces import keep_scored
 from deepscan.pipeline import CtrlC
 from deepscan.scan_results import FileResult, ScanInterrupted
 
@@ -57,6 +58,7 @@ def _scan_frames(scanner: Scanner, path: Path, result: FileResult, progress: Fra
             pending.extend(found)
             if len(pending) >= batch_size:
                 scanner._score(pending, batch_size)
+                keep_scored(result, pending)
                 pending.clear()
             result.frames_scanned += 1
             if progress is not None:
@@ -64,3 +66,4 @@ def _scan_frames(scanner: Scanner, path: Path, result: FileResult, progress: Fra
     finally:
         # Whatever was decoded before a failure (or an interrupt) is still scored and kept.
         scanner._score(pending, batch_size)
+        keep_scored(result, pending)

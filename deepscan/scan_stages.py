@@ -5,10 +5,12 @@
 - **decode**: one file after another: its checks and checksum, then its frames (``Scanner._frames``: PyAV, or the
   image). A file that cannot be read, or that breaks part-way, ends with its error, after the frames it gave.
 - **faces**: per frame, the faces found (``detect``), linked into tracks, cut at every member's input size and
-  measured. The frame goes no further: only its crops, which are small, travel on.
+  measured. The frame goes no further: only its crops, which are small, travel on (and, where a report keeps its
+  faces, the frame at display size: ``deepscan.kept_faces``).
 - **scoring**: faces in batches across frames and across files, so that a folder of images fills batches too. A
   batch is scored once it is full, or when a finished file waits on it and no more faces are ready (the stage
-  would idle otherwise). A frame counts as scanned once its faces are scored.
+  would idle otherwise). A frame counts as scanned once its faces are scored. Where a report keeps faces, each
+  file's result takes the scored faces it keeps here, in frame order (``FileResult.kept_faces``).
 - **the caller's thread**: each scored frame goes into its file's result (the scan's progress callback is called
   there), and each file's result is handed out, in input order, as soon as it is complete.
 
@@ -24,7 +26,9 @@ its own bookkeeping, where it could lose a result, nor anywhere it could be lost
 
 Memory stays flat: the channels are bounded (``QUEUE_SIZES``) and the scoring stage holds at most
 ``WAITING_BATCHES x batch_size`` frames and one batch of faces, so decoded frames, crops and files in flight are
-bounded whatever the length of a video or the number of files.
+bounded whatever the length of a video or the number of files. Where a report keeps faces, each frame with faces
+carries its display-size copy (at most 960 pixels wide) from the faces stage until it is scored: at most
+``found_faces`` + ``batch_size`` of them at once; kept are a few faces per track (``deepscan.kept_faces``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
+from deepscan.kept_faces import keep_scored
 from deepscan.pipeline import Channel, Pipeline, Stopped
 from deepscan.scan_results import FaceResult, FileResult, ScanInterrupted
 
@@ -298,6 +303,7 @@ def _score_and_release(scanner: Scanner, waiting: list, batch_size: int, sink: C
         if isinstance(item, FileEnd):
             sink.put(item)
         elif not item.job.passes_by(item.index):
+            keep_scored(item.job.result, item.faces)  # what a report keeps of them (deepscan.kept_faces), if asked
             sink.put(ScoredFrame(item.job, item.index, [pending.face for pending in item.faces]))
 
 

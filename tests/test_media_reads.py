@@ -1,4 +1,5 @@
-"""How often one command reads a media file: each file is hashed once and probed with the decoding that follows.
+"""How often one command reads a media file: each file is hashed once, and decoded once (probed by the decoder that
+goes on to its frames; the faces a report or explain shows kept by the scan, not decoded again).
 
 Counted at the three doors a file goes through: ``os.open`` (``deepscan.media.files``: the regular-file check,
 and the checksum, which reads the whole file), ``builtins.open`` (any other whole-file read) and ``av.open`` (a
@@ -132,17 +133,16 @@ class Reads:
         return self.opens["av.open"]
 
 
-def test_scan_with_a_report_hashes_a_clip_once_and_decodes_it_once_for_the_scan(tmp_path, clip, tiny_cam,
-                                                                                 monkeypatch):
+def test_scan_with_a_report_hashes_a_clip_once_and_decodes_it_once(tmp_path, clip, tiny_cam, monkeypatch):
     reads = Reads(monkeypatch, clip)
     result = CliRunner().invoke(app, ["scan", str(clip), "--method", tiny_cam, "--fps", "4",
                                       "--report", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     assert "no heat maps" not in result.stderr and (tmp_path / "report" / "report.html").is_file()
     assert reads.checksums == 1, reads.opens
-    # One decoder for the scan (its probe included) and one for the report's heat maps, which decodes again the
-    # frames of the most suspicious faces: the scan keeps no frame, so that its memory stays flat.
-    assert reads.decoders == 2, reads.opens
+    # One decoder for the scan, its probe included: the scan keeps the frames of the faces the report's heat maps
+    # explain (at display size, one per track), so that the report does not decode them again.
+    assert reads.decoders == 1, reads.opens
 
 
 def test_a_scan_alone_opens_a_clip_for_one_checksum_and_one_decoder(tmp_path, clip, tiny_cam, monkeypatch):
@@ -152,9 +152,9 @@ def test_a_scan_alone_opens_a_clip_for_one_checksum_and_one_decoder(tmp_path, cl
     assert (reads.checksums, reads.decoders) == (1, 1), reads.opens
 
 
-def test_explain_of_a_clip_hashes_it_once(tmp_path, clip, tiny_cam, monkeypatch):
+def test_explain_of_a_clip_hashes_it_once_and_decodes_it_once(tmp_path, clip, tiny_cam, monkeypatch):
     reads = Reads(monkeypatch, clip)
     result = CliRunner().invoke(app, ["explain", str(clip), "--method", tiny_cam, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert reads.checksums == 1, reads.opens
-    assert reads.decoders == 2, reads.opens  # finding the faces, then their frames again (as for a report)
+    assert reads.decoders == 1, reads.opens  # finding the faces, their frames kept for the figures (as for a report)

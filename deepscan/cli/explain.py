@@ -215,14 +215,16 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     from dataclasses import asdict
 
     from deepscan.explain import explain_recorded_faces
+    from deepscan.kept_faces import KeepFaces
     from deepscan.media.checksums import Checksums
     from deepscan.scan import ScanOptions, Scanner
 
     options = ScanOptions(method=method, weights=weights, fps=fps, device=device)
     checksums = Checksums()  # the file hashed once: by the scan, not again to recover its frames
     with err.status(f"finding the faces in {escape(str(path))}..."):
-        # Calibrated, as a scan records it.
-        with Scanner(detector, options, weights=resolved, checksums=checksums) as scanner:
+        # Calibrated, as a scan records it; the faces to explain kept, so that the file is decoded once.
+        with Scanner(detector, options, weights=resolved, checksums=checksums,
+                     keep_faces=KeepFaces(per_track=per_track)) as scanner:
             result = scanner.scan_file(path)
     if result.status == "error":
         fail(result.message or f"{path}: cannot be read")
@@ -233,7 +235,7 @@ def _explain_input(detector, path, method, weights, fps, device, cam, per_track,
     explained = []
     for face, explanation in explain_recorded_faces(
         detector, entry, asdict(options), per_track=per_track, cam_method=cam, trained=resolved.trained,
-        reference=reference, calibration=resolved.calibration, checksums=checksums,
+        reference=reference, calibration=resolved.calibration, checksums=checksums, kept=result.kept_faces,
     ):
         explained.append((explanation, _save(explanation, out_dir, _face_stem(path, entry["kind"], face))))
     return explained

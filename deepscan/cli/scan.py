@@ -165,7 +165,7 @@ def _run_scan(request: ScanRequest) -> int:
     engine = _cluster(judge, options, request.ray_address) if request.ray_address is not None else None
     record = _scan_record(request, files, judge, config, resolved, engine)
     checksums = Checksums()  # each file hashed once: by the scan, not again for the report's heat maps
-    _collect(record, _scanned(files, options, judge, engine, checksums))
+    _collect(record, _scanned(files, options, judge, engine, checksums, _kept_for_report(request, judge)))
     print_summary(record.results, judge.trained, ensemble=judge.is_ensemble)
     _write_final_reports(record, request, judge, config, checksums)
     if record.interrupted:
@@ -215,6 +215,16 @@ def _collect(record, scanned) -> None:
         scanned.close()  # the scan's threads stopped, or the cluster's calls cancelled, however the loop ended
 
 
+def _kept_for_report(request: ScanRequest, judge):
+    """What the scan keeps of the faces the HTML report's heat maps explain, so that it decodes no file again
+    (None: no heat maps, or a cluster scan, whose reports decode the files again)."""
+    from deepscan.kept_faces import KeepFaces
+
+    if request.report_dir is None or judge.is_ensemble or request.ray_address is not None:
+        return None
+    return KeepFaces(max_tracks=REPORT_TRACKS_EXPLAINED)
+
+
 def _cluster(judge, options, address: str):
     from deepscan.cluster import ClusterOptions, ClusterScan
 
@@ -222,11 +232,11 @@ def _cluster(judge, options, address: str):
                        notice=lambda line: err.print(f"[cyan]cluster:[/] {escape(line)}", highlight=False))
 
 
-def _scanned(files: list[Path], options, judge, cluster, checksums: Checksums):
+def _scanned(files: list[Path], options, judge, cluster, checksums: Checksums, keep_faces=None):
     """Each file's result as it is done, with progress bars: on this machine in the planned order (several files in
     flight, a bar each, sized by the frames the scan expects), or from the cluster in the order they finish (one bar
     counting files). Closing the iterators stops the scan's threads, or cancels what is in flight, whichever way
-    the caller's loop ends."""
+    the caller's loop ends. ``keep_faces``: what the local scan keeps for the report (``deepscan.kept_faces``)."""
     import contextlib
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -237,7 +247,8 @@ def _scanned(files: list[Path], options, judge, cluster, checksums: Checksums):
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err, transient=True,
                         disable=not err.is_terminal)
-    engine = cluster if cluster is not None else Scanner(None, options, judge=judge, checksums=checksums)
+    engine = cluster if cluster is not None else Scanner(None, options, judge=judge, checksums=checksums,
+                                                         keep_faces=keep_faces)
     with engine, progress:  # each enters as itself
         if cluster is not None:
             task = progress.add_task("scanning on the cluster", total=len(files), rate="")
@@ -281,7 +292,16 @@ def _write_final_reports(record, request: ScanRequest, judge, config, checksums:
             err.print("[yellow]note:[/] heat maps are drawn per detector: the report has none for the ensemble "
                       "(run `deepscan explain --method NAME --from REPORT` with a member)")
         _write_scan_report(final, report_dir, judge.members[0], config, pdf=request.pdf,
-                           explain_faces=not record.interrupted and not judge.is_ensemble, checksums=checksums)
+                           explain_faces=not record.interrupted and not judge.is_ensemble, checksums=checksums,
+                           kept=_handed_over_kept_faces(record.results))
+
+
+def _handed_over_kept_faces(results: list) -> list:
+    """Each result's kept faces, taken from it: the report's heat maps let each go once drawn from it."""
+    kept = [result.kept_faces for result in results]
+    for result in results:
+        result.kept_faces = None
+    return kept
 
 
 def _judge_for(options, without: list[str] | tuple[str, ...] = ()):
@@ -321,9 +341,11 @@ REPORT_TRACKS_EXPLAINED = 3  # most suspicious tracks per file whose top face th
 
 
 def _write_scan_report(report: dict, folder: Path, member, config, *, pdf: bool, explain_faces: bool,
-                       checksums: Checksums | None = None) -> None:
+                       checksums: Checksums | None = None, kept: list | None = None) -> None:
     """``member``: the scan's detector with its calibration, so that heat-map figures state the P(fake) the scan
-    recorded; ``checksums``: the scan's, so that the files are not hashed again."""
+    recorded; ``checksums``: the scan's, so that the files are not hashed again; ``kept``: per file of the report,
+    the faces the scan kept for its heat maps (``FileResult.kept_faces``), so that the files are not decoded
+    again: each let go once its file is explained."""
     from deepscan.explain import ExplainError, explain_recorded_faces
     from deepscan.report.html import write_scan_report
 
@@ -342,9 +364,13 @@ def _write_scan_report(report: dict, folder: Path, member, config, *, pdf: bool,
                             trained=trained,
                             calibration=member.calibration,
                             checksums=checksums,
+                            kept=kept[index] if kept is not None else None,
                         )
                     )
                 except ExplainError as error:
                     err.print(f"[yellow]warning:[/] no heat maps for {escape(str(error))}", highlight=False)
+                finally:
+                    if kept is not None:
+                        kept[index] = None
     written = write_scan_report(report, folder, explanations, pdf=pdf, detector_summary=config.summary)
     err.print(f"HTML report written to {written[1]}" + (f" (and {written[2].name})" if pdf else ""))

@@ -21,7 +21,9 @@ from deepscan.explain.spectra import FaceSpectra, ReferenceSpectrum, face_spectr
 
 @dataclass
 class FaceExplanation:
-    """Everything shown for one face; ``frame`` is None when the face is not known in a frame."""
+    """Everything shown for one face; ``frame`` is None when the face is not known in a frame. ``frame_shape``:
+    the shape of the frame the face was found in, where ``frame`` is only its display-size copy (a face kept by the
+    scan, ``deepscan.kept_faces``); None: ``frame`` is the frame itself."""
 
     method: str
     label: str  # where the face comes from, e.g. "clip.mp4, track 2 at 3.50 s"
@@ -38,6 +40,7 @@ class FaceExplanation:
     # When nothing in the face raises the fake score, the map of what makes it look real says more.
     real_cam: CamResult | None = None
     calibration: Calibration = field(default_factory=Calibration)  # the weights' (identity without a card)
+    frame_shape: tuple[int, ...] | None = None
 
     @property
     def fake_probability(self) -> float:
@@ -48,7 +51,7 @@ class FaceExplanation:
     def frame_heatmap(self) -> np.ndarray | None:
         if self.frame is None or self.square is None:
             return None
-        return heatmap_to_frame(self.cam.heatmap, self.square, self.frame.shape)
+        return heatmap_to_frame(self.cam.heatmap, self.square, self.frame_shape or self.frame.shape)
 
 
 def crop_tensor(crop: np.ndarray) -> torch.Tensor:
@@ -70,10 +73,12 @@ def explain_face(
     reference: ReferenceSpectrum | None = None,
     recorded_probability: float | None = None,
     calibration: Calibration | None = None,
+    frame_shape: tuple[int, ...] | None = None,
 ) -> FaceExplanation:
     """CAM, spectra and the detector's own views of one face crop (already at the detector's input size).
     ``calibration``: the weights' (``ResolvedWeights.calibration``), which turns the fake-logit into the P(fake)
-    a scan reports; None: the identity (``sigmoid(logit)``), right only for weights without a calibrated card."""
+    a scan reports; None: the identity (``sigmoid(logit)``), right only for weights without a calibrated card.
+    ``frame_shape``: the frame's, where ``frame`` is its display-size copy (:class:`FaceExplanation`)."""
     face = crop_tensor(crop)
     cam = compute_cam(detector, face, cam_method)
     real_cam = compute_cam(detector, face, cam_method, target="real") if cam.is_empty else None
@@ -94,6 +99,7 @@ def explain_face(
         recorded_probability=recorded_probability,
         real_cam=real_cam,
         calibration=calibration or Calibration(),
+        frame_shape=frame_shape,
     )
 
 

@@ -2,6 +2,8 @@
 
 The file is decoded again with the scan's own sampling parameters (:func:`recover_frames`): decoding is
 deterministic, so the pixels are the ones that were scored, and nothing had to be kept in memory during the scan.
+A scan of the same command may have kept those faces instead (``deepscan.kept_faces``: their crops and their frames
+at display size): then the file is neither decoded nor read again.
 A report on disk may come from anyone: the files it names are opened only inside :data:`REPORT_FOLDERS`, and only
 when their sha256 is the one the scan recorded (for a scan of the same command, read once: its ``Checksums``).
 """
@@ -22,6 +24,7 @@ from deepscan.explain.face import FaceExplanation, explain_face
 from deepscan.explain.spectra import ReferenceSpectrum
 
 if TYPE_CHECKING:
+    from deepscan.kept_faces import KeptFace, KeptFaces
     from deepscan.media.checksums import Checksums
     from deepscan.media.faces import Face
 
@@ -175,35 +178,52 @@ def explain_recorded_faces(
     report_path: Path | None = None,
     calibration: Calibration | None = None,
     checksums: Checksums | None = None,
+    kept: KeptFaces | None = None,
 ) -> Iterator[tuple[dict, FaceExplanation]]:
     """Explain the most suspicious faces of one file of a scan report, recovering their frames from the file.
     ``calibration``: the weights', as in :func:`explain_face`; ``checksums``: the command's, where it scanned the
-    file itself, so that it is not hashed again (:func:`verify_media`)."""
+    file itself, so that it is not hashed again (:func:`verify_media`); ``kept``: the faces that scan kept of the
+    file (``FileResult.kept_faces``): those are explained from their kept crop and frame, and the file is verified
+    and decoded only for the others, if any."""
     from deepscan.media.faces import crop_face, face_square
 
     faces = suspicious_faces(entry, per_track, max_tracks)
     if not faces:
         return
     path = locate_media(entry["path"], report_path)
-    verify_media(entry, path, checksums)
-    frames = recover_frames(path, entry["kind"], {face["frame_index"] for face in faces}, parameters)
     size = detector.config.input_size
     margin = float(parameters.get("margin", 1.3))
-    for face in faces:
-        frame = frames.get(face["frame_index"])
-        if frame is None:
-            raise ExplainError(f"{path}: frame {face['frame_index']} could not be decoded again")
+    found = _kept_faces(kept, faces, size, margin)
+    missing = {face["frame_index"] for face, kept_face in zip(faces, found) if kept_face is None}
+    if missing:
+        verify_media(entry, path, checksums)
+    frames = recover_frames(path, entry["kind"], missing, parameters) if missing else {}
+    for face, kept_face in zip(faces, found):
         located = recorded_face(face)
+        if kept_face is not None:
+            frame, crop, shape = kept_face.frame, kept_face.crop, kept_face.frame_shape
+        elif (frame := frames.get(face["frame_index"])) is None:
+            raise ExplainError(f"{path}: frame {face['frame_index']} could not be decoded again")
+        else:
+            crop, shape = crop_face(frame, located, size, margin), None
         yield face, explain_face(
             detector,
-            crop_face(frame, located, size, margin),
+            crop,
             label=face_label(path, entry["kind"], face),
             cam_method=cam_method,
             trained=trained,
             frame=frame,
+            frame_shape=shape,
             square=face_square(located, margin),
             box=tuple(face["box"]),
             reference=reference,
             recorded_probability=face.get("fake_probability"),
             calibration=calibration,
         )
+
+
+def _kept_faces(kept: KeptFaces | None, faces: list[dict], size: int, margin: float) -> list[KeptFace | None]:
+    """Each face's kept crop and frame (None: not kept), where the scan kept them at this crop size and margin."""
+    if kept is None or (kept.input_size, kept.margin) != (size, margin):
+        return [None] * len(faces)
+    return [kept.get(face["frame_index"], face["track_id"], face.get("fake_probability")) for face in faces]

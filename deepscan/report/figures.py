@@ -11,6 +11,7 @@ import numpy as np
 
 from deepscan.detectors.base import FrequencyView
 from deepscan.explain import CAM_TITLES, CamResult, FaceExplanation, MethodViews
+from deepscan.kept_faces import MAX_FRAME_DISPLAY, display_frame, display_step  # noqa: F401 - named here as before
 from deepscan.report.plots import Panel, SpectrumPanel
 
 
@@ -109,9 +110,10 @@ def _frame_panel(explanation: FaceExplanation) -> Panel | None:
     if explanation.box is not None:
         outlines.append((explanation.box, "detected face"))
     frame, heat = _display_frame(explanation.frame, frame_heatmap)
+    height, width = frame_heatmap.shape[:2]  # the frame's: explanation.frame may be its display-size copy
     return Panel("frame", f"{cam_title} mapped back onto the frame", frame, overlay=heat, columns=2,
                  overlay_label=_CAM_LABEL, xlabel="x (frame pixels)", ylabel="y (frame pixels)",
-                 extent=(0, explanation.frame.shape[1], explanation.frame.shape[0], 0),
+                 extent=(0, width, height, 0),
                  outlines=tuple((tuple(v for v in box), text) for box, text in outlines),
                  description="The heat map placed back where the face was found: the yellow square is the crop "
                  "the detector saw, the blue dashed box the face the face detector found.")
@@ -159,21 +161,13 @@ def _spectrum_panel(explanation: FaceExplanation) -> SpectrumPanel:
     )
 
 
-MAX_FRAME_DISPLAY = 960
-
-
 def _display_frame(frame: np.ndarray, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frame and heat map downscaled to at most MAX_FRAME_DISPLAY pixels wide (a figure cannot show more)."""
-    from PIL import Image
-
-    height, width = frame.shape[:2]
-    step = max(1, math.ceil(width / MAX_FRAME_DISPLAY))
-    if step == 1:
-        return frame.astype(np.float64) / 255.0, heatmap
-    size = (max(1, width // step), max(1, height // step))
-    small = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
-    heat = heatmap[:: step, :: step][: size[1], : size[0]]
-    return small, heat
+    """Frame and heat map downscaled to at most MAX_FRAME_DISPLAY pixels wide (a figure cannot show more).
+    ``heatmap`` is the frame's size; ``frame`` may already be its display-size copy (a face the scan kept)."""
+    height, width = heatmap.shape[:2]
+    step = display_step(width)
+    small = display_frame(frame) if frame.shape[:2] == (height, width) else frame
+    return small.astype(np.float64) / 255.0, heatmap[:: step, :: step][: small.shape[0], : small.shape[1]]
 
 
 def explanation_header(explanation: FaceExplanation) -> tuple[str, str]:
