@@ -116,3 +116,75 @@ def test_the_rules_cover_every_area_they_name():
     for forbidden in FORBIDDEN.values():
         named |= forbidden
     assert named <= areas, f"rules name areas that do not exist: {sorted(named - areas)}"
+
+
+def _import_time_imports(tree: ast.Module) -> ast.Module:
+    """The imports a module runs when it is imported: module level, outside ``if TYPE_CHECKING:``."""
+    found = []
+
+    def walk(statements: list[ast.stmt]) -> None:
+        for statement in statements:
+            if isinstance(statement, (ast.Import, ast.ImportFrom)):
+                found.append(statement)
+            elif isinstance(statement, ast.If) and "TYPE_CHECKING" not in ast.unparse(statement.test):
+                walk(statement.body)
+                walk(statement.orelse)
+            elif isinstance(statement, ast.Try):
+                walk(statement.body)
+                for handler in statement.handlers:
+                    walk(handler.body)
+
+    walk(tree.body)
+    return ast.Module(body=found, type_ignores=[])
+
+
+def _as_module(name: str, modules: set[str]) -> str | None:
+    """``name`` as one of ``modules``: itself, or the module it is an attribute of (``deepscan.scan.Scanner``)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_time_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the modules it imports while being imported. ``from package import submodule`` is an arrow to
+    the submodule (whose import runs the package's ``__init__`` first, which is the package's own business)."""
+    paths = {module_name(path): path for path in package.rglob("*.py") if "__pycache__" not in path.parts}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        tree = _import_time_imports(ast.parse(path.read_text(), str(path)))
+        targets = set()
+        for statement in tree.body:
+            aliases = [] if isinstance(statement, ast.Import) else [alias.name for alias in statement.names]
+            for module, _ in imported_modules(path, ast.Module(body=[statement], type_ignores=[])):
+                submodules_named = [f"{module}.{alias}" for alias in aliases if f"{module}.{alias}" in paths]
+                targets.update(submodules_named or filter(None, [_as_module(module, set(paths))]))
+        graph[name] = targets - {name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle found by a depth-first walk (each reported once, from the module that closes it)."""
+    cycles, state = [], {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                cycles.append(trail[trail.index(target):] + [target])
+            elif target not in state:
+                visit(target, trail + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return cycles
+
+
+def test_no_module_imports_itself_back_at_import_time():
+    assert import_cycles(import_time_graph()) == []
+
+
+def test_the_cycle_walk_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c", "a"]]
