@@ -332,7 +332,7 @@ def test_evaluate_on_the_cluster_measures_what_one_machine_measures(ray_instance
     from rich.console import Console
 
     from deepscan.cluster.evaluate import warm_evaluation
-    from deepscan.evaluate.evaluation import run_evaluate
+    from deepscan.cli.evaluate import run_evaluate
     from deepscan.evaluate.request import EvaluateRequest
 
     _Shared.close()  # their CPUs are the evaluation actors'

@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deepscan.cli import app
+from deepscan.cli.evaluate_tables import tables as evaluate_tables
 from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.evaluate import report
 from deepscan.evaluate.runner import LEVELS, evaluate_method
@@ -63,7 +64,7 @@ def test_table_has_one_row_per_method_at_every_level(runs):
     assert report.metric_rows(summaries, "video_mean")[0]["n (real/fake)"] == "4 (2/2)"
     robustness = report.robustness_rows(summaries, "frame")
     assert [row["method"] for row in robustness] == ["first", "second"] and "ΔAUC gaussian_noise@30" in robustness[0]
-    tables = report.tables(summaries)
+    tables = evaluate_tables(summaries)
     assert all(table.row_count == 2 for table in tables)
 
 
@@ -77,7 +78,7 @@ def test_card_threshold_table_gives_rates_with_their_counts(runs):
     assert rows[0]["FPR frame"] == "0.333 (1/3)"
     assert rows[0]["TPR frame"] == "1.000 (3/3)"
     assert rows[0]["FPR file"] == "0.500 (1/2)"
-    [title] = [str(table.title) for table in report.tables(summaries) if "model card's threshold" in str(table.title)]
+    [title] = [str(table.title) for table in evaluate_tables(summaries) if "model card's threshold" in str(table.title)]
     assert "per file, median of all its faces, without the reliable range" in title
     assert "not the scan's per-track verdict rate" in title
 
@@ -119,7 +120,7 @@ def test_one_class_data_is_tabled_and_written_without_warnings(tmp_path, samples
     summaries = [run.to_dict() for run in runs]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no matplotlib legend warning, no numpy warning on empty classes
-        tables = report.tables(summaries)
+        tables = evaluate_tables(summaries)
         report.write_outputs(tmp_path, runs, reals, {"data": ["x"]})
     assert report.metric_rows(summaries, "frame")[0]["AUC [95% CI]"] == "-"
     assert report.card_threshold_rows(summaries)[0]["FPR frame"] == "0.333 (1/3)"

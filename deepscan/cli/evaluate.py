@@ -1,4 +1,10 @@
-"""`deepscan evaluate`: a thin command over the evaluate library (``deepscan.evaluate.evaluation``)."""
+"""`deepscan evaluate`: a thin command over the evaluate library (``deepscan.evaluate.evaluation``), and how an
+evaluation looks on the console.
+
+The evaluation reports through an ``EvaluationProgress`` (``deepscan.evaluate.progress``) and imports no terminal
+library; this module shows its reports: a transient bar per phase on a terminal, warnings and notes on stderr, the
+tables (``deepscan.cli.evaluate_tables``) on stdout.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,83 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
 import typer
+from rich.markup import escape
 
 from deepscan.cli.app import app
 from deepscan.cli.console import err, out
+from deepscan.errors import EXIT_OK
+from deepscan.evaluate.progress import EnsembleScoring, EvaluationProgress, FacesFound, written_line
 
 if TYPE_CHECKING:
     from deepscan.evaluate.request import EvaluateRequest
+
+
+class ConsoleEvaluationProgress(EvaluationProgress):
+    """An evaluation on two rich consoles: the tables on ``out``; a transient bar per phase on ``err`` when it is a
+    terminal (nothing elsewhere), and every warning and note on ``err``, one line each."""
+
+    def __init__(self, out, err):
+        self.out = out
+        self.err = err
+        self._bar = None  # the rich Progress of the phase in progress, on a terminal
+        self._task = None
+
+    def on_phase_start(self, description: str, total: int | None) -> None:
+        if not getattr(self.err, "is_terminal", False):
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                             console=self.err, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total)
+
+    def on_phase_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
+    def on_advance(self, count: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, count)
+
+    def on_phase_end(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = self._task = None
+
+    def on_faces_found(self, found: FacesFound) -> None:
+        for line in found.warnings():
+            self.err.print(f"[yellow]warning:[/] {escape(line)}")
+
+    def on_member_left_out(self, text: str) -> None:
+        self.err.print(f"[yellow]ensemble: left out[/] {escape(text)}", highlight=False)
+
+    def on_ensemble(self, scoring: EnsembleScoring) -> None:
+        self.err.print(f"note: {escape(scoring.line())}", highlight=False)
+
+    def on_untrained(self, method: str, text: str) -> None:
+        self.err.print(f"[bold magenta]warning:[/] {escape(text)}", highlight=False)
+
+    def on_note(self, text: str) -> None:
+        self.err.print(f"note: {escape(text)}")
+
+    def on_measured(self, summaries: list[dict]) -> None:
+        from deepscan.cli.evaluate_tables import tables
+
+        for table in tables(summaries):
+            self.out.print(table)
+
+    def on_written(self, folder: Path, files: list[Path]) -> None:
+        self.err.print(escape(written_line(folder, len(files))))
+
+
+def run_evaluate(request: EvaluateRequest, out, err) -> int:
+    """Evaluate ``request``, the tables on ``out`` and progress, warnings and notes on ``err`` (rich Consoles); the
+    exit code (0). Mistakes are raised as one-line ``DeepscanError``s."""
+    from deepscan.evaluate.evaluation import evaluate
+
+    evaluate(request, ConsoleEvaluationProgress(out, err))
+    return EXIT_OK
 
 
 @app.command(
@@ -67,7 +144,6 @@ def evaluate(
 ) -> None:
     """Measure detectors on labelled data: AUC, AP, EER, accuracy, TPR at low FPR, and false alarms and fakes
     caught at the model card's threshold, per frame and per video, on calibrated P(fake)."""
-    from deepscan.evaluate.evaluation import run_evaluate
     from deepscan.evaluate.request import EvaluateRequest
 
     request = EvaluateRequest(
@@ -82,8 +158,6 @@ def evaluate(
 
 def _warm_on_cluster(request: EvaluateRequest, address: str) -> None:
     """``--ray``: the cluster fills the face and score caches the evaluation then reads (deepscan.cluster.evaluate)."""
-    from rich.markup import escape
-
     from deepscan.cluster import ClusterOptions
     from deepscan.cluster.evaluate import warm_evaluation
 

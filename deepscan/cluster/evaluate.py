@@ -12,12 +12,13 @@ without the evaluation itself changing:
    perturbation seeds and batches), and the driver writes the logits into its score cache. SQLite stays on the driver:
    it is not safe with many writers over a network mount.
 
-Then ``run_evaluate`` runs as on one machine: it finds every face and every logit in its caches and computes the
-metrics, tables and files exactly as it would have. What to score, under which cache key, at which extraction size
-and under which conditions comes from ``deepscan.evaluate.request`` itself; only the listing of the media files
-mirrors ``collect_samples``, and a drift there costs time, never a number: whatever the caches lack, the driver
-computes as before. Untrained detectors (whose random logits are never cached) and ``--no-score-cache``
-(a cache that lives inside the run) leave the scoring to the driver; their faces still come from the cluster.
+Then the evaluation (``deepscan.evaluate.evaluation.evaluate``) runs as on one machine: it finds every face and every
+logit in its caches and computes the metrics, tables and files exactly as it would have. What to score, under which
+cache key, at which extraction size and under which conditions comes from ``deepscan.evaluate.request`` itself; only
+the listing of the media files mirrors ``collect_samples``, and a drift there costs time, never a number: whatever
+the caches lack, the driver computes as before. Untrained detectors (whose random logits are never cached) and
+``--no-score-cache`` (a cache that lives inside the run) leave the scoring to the driver; their faces still come from
+the cluster.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def _media(options: "EvaluateRequest"):
 def warm_evaluation(options: "EvaluateRequest", cluster: "ClusterOptions",
                     notice: Callable[[str], None] | None = None) -> Warmed:
     """Fill the face cache and the score cache of ``options``' evaluation on the cluster (see the module
-    docstring); ``run_evaluate(options, ...)`` afterwards finds them filled."""
+    docstring); ``evaluate(options, ...)`` afterwards finds them filled."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from deepscan.cluster.parcel import pack_judge

@@ -1,20 +1,19 @@
-"""An evaluation from request to report: faces found, every method scored, tables printed, files written.
+"""An evaluation from request to results: faces found, every method scored and measured, files written.
 
-:func:`run_evaluate` is what ``deepscan evaluate`` runs (the command in ``deepscan/cli/evaluate.py`` only builds
-the :class:`~deepscan.evaluate.request.EvaluateRequest`), in small steps: the request checked and its weights
-resolved (``request``), the test and validation faces collected (``samples``), each method or the ensemble
-scored and measured (``runner``, through the logit cache of ``scores``), and the results tabled and written
-(``report``). Progress and notes go to the ``err`` console, tables to ``out``.
+:func:`evaluate` is what ``deepscan evaluate`` runs (the command in ``deepscan/cli/evaluate.py`` builds the
+:class:`~deepscan.evaluate.request.EvaluateRequest` and shows the events), in small steps: the request checked and
+its weights resolved (``request``), the test and validation faces collected (``samples``), each method or the
+ensemble scored and measured (``runner``, through the logit cache of ``scores``), and the results written
+(``report``). Progress, warnings and notes go to an :class:`~deepscan.evaluate.progress.EvaluationProgress`
+(none: a quiet evaluation); what was measured comes back as an :class:`Evaluation`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import Progress
-
+from deepscan.evaluate.progress import EnsembleScoring, EvaluationProgress, FacesFound, phase
 from deepscan.evaluate.request import (
     EvaluateRequest,
     check_data_exists,
@@ -47,27 +46,28 @@ class Scoring:
     val_samples: list[Sample] | None
     cache: ScoreCache
     device: str
-    err: Console
-
-    def progress_bar(self) -> Progress:
-        return progress_bar(self.err)
+    progress: EvaluationProgress
 
     def total(self) -> int:
         """Faces one detector scores: the validation faces, and the test faces under every condition."""
         return len(self.val_samples or []) + len(self.test.samples) * (1 + len(self.conditions))
 
 
-def progress_bar(err: Console) -> Progress:
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+@dataclass
+class Evaluation:
+    """What an evaluation measured: every method's run, its results as results.json holds them (``methods``), the
+    notes results.json keeps, and the files written (none without ``out_dir``)."""
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
+    runs: list
+    summaries: list[dict]
+    notes: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
 
 
 # --- faces ---------------------------------------------------------------------------------------------------
 
 
-def collect_parts(request: EvaluateRequest, err: Console) -> dict[str, SampleSet]:
+def collect_parts(request: EvaluateRequest, progress: EvaluationProgress) -> dict[str, SampleSet]:
     """The faces of the test data and (with ``--val``) of the validation data, extracted into the face cache."""
     from deepscan.evaluate.samples import collect_samples
     from deepscan.runtime import face_cache_dir
@@ -75,28 +75,21 @@ def collect_parts(request: EvaluateRequest, err: Console) -> dict[str, SampleSet
     face_dir = face_cache_dir(request.cache_dir)
     input_size = extraction_input_size()
     parts = {}
-    with progress_bar(err) as progress:
-        for part, data in (("test", request.data), ("val", request.val)):
-            if not data:
-                continue
-            task = progress.add_task(f"finding faces ({part})", total=None)
+    for part, data in (("test", request.data), ("val", request.val)):
+        if not data:
+            continue
+        with phase(progress, f"finding faces ({part})", None):
             parts[part] = collect_samples(
                 data, part, input_size=input_size, frames_per_video=request.frames_per_video, cache_dir=face_dir,
-                compression=request.compression,
-                on_total=lambda total, task=task: progress.update(task, total=total),
-                on_item=lambda task=task: progress.advance(task),
+                compression=request.compression, on_total=progress.on_phase_total, on_item=progress.on_advance,
             )
-            progress.remove_task(task)
     return parts
 
 
-def warn_about_parts(parts: dict[str, SampleSet], err: Console) -> None:
-    for part, found in parts.items():
-        if found.unreadable:
-            err.print(f"[yellow]warning:[/] {found.unreadable} unreadable file(s) in the {part} data were skipped")
-        if found.faceless:
-            err.print(f"[yellow]warning:[/] no face in {len(found.faceless)} of {found.media_files} {part} file(s): "
-                      "they get no score and are left out of every metric (listed in results.json)")
+def faces_found(parts: dict[str, SampleSet]) -> list[FacesFound]:
+    """What each part's search found, in the order searched: its files, and how many were unreadable or faceless."""
+    return [FacesFound(part, found.media_files, found.unreadable, len(found.faceless))
+            for part, found in parts.items()]
 
 
 def samples_of(parts: dict[str, SampleSet]) -> tuple[SampleSet, list[Sample] | None]:
@@ -165,38 +158,33 @@ def ensemble_members(plan, device: str):
 def score_ensemble(scoring: Scoring, method: str, plan):
     from deepscan.evaluate.runner import evaluate_ensemble
 
-    err = scoring.err
+    progress = scoring.progress
     for line in plan.skipped:
-        err.print(f"[yellow]ensemble: left out[/] {escape(line)}", highlight=False)
+        progress.on_member_left_out(line)
     members, weights, threshold = ensemble_members(plan, scoring.device)
-    err.print(f"note: ensemble of {', '.join(m.name for m in members)}: scores are the mean of the "
-              f"members' calibrated P(fake), each scoring its own input size, as a scan's; the "
-              f"threshold {plan.threshold:.4g} ({plan.threshold_source}) is the scan's verdict "
-              "threshold", highlight=False)
+    progress.on_ensemble(EnsembleScoring(tuple(m.name for m in members), plan.threshold, plan.threshold_source))
     request = scoring.request
-    with scoring.progress_bar() as progress:
-        task = progress.add_task("scoring the ensemble's members", total=scoring.total() * len(members))
-        run = evaluate_ensemble(
+    with phase(progress, "scoring the ensemble's members", scoring.total() * len(members)):
+        return evaluate_ensemble(
             members, threshold, weights,
             scoring.test.samples, scoring.conditions, scoring.cache, method=method, val_samples=scoring.val_samples,
             batch_size=request.batch_size, bootstrap=request.bootstrap, seed=request.seed,
-            on_batch=lambda count, task=task: progress.advance(task, count),
+            on_batch=progress.on_advance,
         )
-        progress.remove_task(task)
-    return run
 
 
 # --- one detector --------------------------------------------------------------------------------------------
 
 
-def _note_calibration(method: str, calibration, trained: bool, err: Console) -> None:
+def calibration_note(method: str, calibration, trained: bool) -> str | None:
     """Whether the scores are calibrated by a model card, or (trained weights without one) plain sigmoid(logit)."""
     if calibration.calibrated:
-        err.print(f"note: {method}: scores are P(fake) calibrated by its model card ({calibration.method}); "
-                  f"the card's threshold {calibration.threshold:.4g} is the scan's verdict threshold")
-    elif trained:
-        err.print(f"note: {method}'s weights have no calibration in a model card: scores are sigmoid(logit) "
-                  "and the scan's verdict threshold is 0.5")
+        return (f"{method}: scores are P(fake) calibrated by its model card ({calibration.method}); "
+                f"the card's threshold {calibration.threshold:.4g} is the scan's verdict threshold")
+    if trained:
+        return (f"{method}'s weights have no calibration in a model card: scores are sigmoid(logit) "
+                "and the scan's verdict threshold is 0.5")
+    return None
 
 
 def score_method(scoring: Scoring, method: str, resolved):
@@ -206,23 +194,22 @@ def score_method(scoring: Scoring, method: str, resolved):
     detector, resolved = build_detector(method, resolved=resolved)
     calibration = resolved.calibration
     cache_key = logit_cache_key(resolved.sha256, detector.config.input_size, weights_architecture(resolved))
+    progress = scoring.progress
     if not resolved.trained:
-        scoring.err.print(f"[bold magenta]warning:[/] {escape(untrained_warning(method, 'scores and metrics'))}",
-                          highlight=False)
+        progress.on_untrained(method, untrained_warning(method, "scores and metrics"))
     detector = detector.to(scoring.device).eval()
-    _note_calibration(method, calibration, resolved.trained, scoring.err)
+    note = calibration_note(method, calibration, resolved.trained)
+    if note is not None:
+        progress.on_note(note)
     weights = {**resolved.custody(), "model_card": resolved.card_custody()}
     request = scoring.request
-    with scoring.progress_bar() as progress:
-        task = progress.add_task(f"scoring with {method}", total=scoring.total())
-        run = evaluate_method(
+    with phase(progress, f"scoring with {method}", scoring.total()):
+        return evaluate_method(
             detector, method, weights, scoring.test.samples, scoring.conditions, scoring.cache,
             calibration=calibration, cache_key=cache_key, val_samples=scoring.val_samples,
             batch_size=request.batch_size, bootstrap=request.bootstrap, seed=request.seed,
-            on_batch=lambda count, task=task: progress.advance(task, count),
+            on_batch=progress.on_advance,
         )
-        progress.remove_task(task)
-    return run
 
 
 def score_all(scoring: Scoring, methods: list[tuple]) -> list:
@@ -278,42 +265,49 @@ def results_meta(request: EvaluateRequest, test: SampleSet, notes: list[str]) ->
     }
 
 
-def report_results(request: EvaluateRequest, runs: list, scoring: Scoring, out: Console) -> None:
-    """The tables on ``out``; notes on the error console; with ``--out``, results.json, scores.csv and PNGs."""
-    from deepscan.evaluate.report import tables, write_outputs
+NO_VAL_NOTE = ("no --val data, so accuracy is at 0.5 only, besides the rates at each model card's threshold "
+               "(a threshold is never chosen on the test data)")
 
-    err = scoring.err
+
+def report_results(request: EvaluateRequest, runs: list, scoring: Scoring) -> Evaluation:
+    """The results to the progress (``on_measured``) and its notes; with ``--out``, results.json, scores.csv and
+    PNGs."""
+    from deepscan.evaluate.report import write_outputs
+
+    progress = scoring.progress
     summaries = [run.to_dict() for run in runs]
-    for table in tables(summaries):
-        out.print(table)
+    progress.on_measured(summaries)
     if scoring.val_samples is None:
-        err.print("note: no --val data, so accuracy is at 0.5 only, besides the rates at each model card's threshold "
-                  "(a threshold is never chosen on the test data)")
+        progress.on_note(NO_VAL_NOTE)
     notes = one_class_notes(summaries)
     for note in notes:
-        err.print(f"note: {escape(note)}")
+        progress.on_note(note)
+    evaluation = Evaluation(runs, summaries, notes)
     if request.out_dir is not None:
-        written = write_outputs(request.out_dir, runs, scoring.test.samples, results_meta(request, scoring.test, notes))
-        err.print(f"wrote {len(written)} files to {escape(str(request.out_dir))} (results.json, scores.csv, PNGs)")
+        evaluation.written = write_outputs(request.out_dir, runs, scoring.test.samples,
+                                           results_meta(request, scoring.test, notes))
+        progress.on_written(request.out_dir, evaluation.written)
+    return evaluation
 
 
-def run_evaluate(request: EvaluateRequest, out: Console, err: Console) -> int:
-    """Evaluate ``request``: every method scored on its faces, tables on ``out``, notes and progress on ``err``,
-    files under ``request.out_dir``; the exit code (0). Mistakes are :class:`EvaluationError` (or another
-    one-line DeepscanError), raised before heavy work where they can be."""
+def evaluate(request: EvaluateRequest, progress: EvaluationProgress | None = None) -> Evaluation:
+    """Evaluate ``request``: every method scored on its faces and measured, files under ``request.out_dir``; the
+    events to ``progress`` (None: none). Mistakes are :class:`EvaluationError` (or another one-line
+    DeepscanError), raised before heavy work where they can be."""
     from deepscan.runtime import score_cache_path, select_device
 
+    progress = progress or EvaluationProgress()
     conditions = perturb_conditions(request.perturb)
     methods = resolve_methods(request)
     check_data_exists(request)
     device = select_device(request.device)
-    parts = collect_parts(request, err)
-    warn_about_parts(parts, err)
+    parts = collect_parts(request, progress)
+    for found in faces_found(parts):
+        progress.on_faces_found(found)
     test, val_samples = samples_of(parts)
     # Untrained runs are never cached. Without the file, logits are still kept for this run: a detector evaluated
     # alone and as an ensemble member scores each face once.
     cache = ScoreCache(score_cache_path(request.cache_dir) if request.use_score_cache else None)
-    scoring = Scoring(request, conditions, test, val_samples, cache, device, err)
+    scoring = Scoring(request, conditions, test, val_samples, cache, device, progress)
     runs = score_all(scoring, methods)
-    report_results(request, runs, scoring, out)
-    return 0
+    return report_results(request, runs, scoring)

@@ -1,4 +1,5 @@
-"""What `deepscan evaluate` shows and writes: rich tables, results.json, per-sample scores.csv, ROC and histogram PNGs.
+"""What `deepscan evaluate` writes, and the rows its tables show: results.json, per-sample scores.csv, ROC and
+histogram PNGs; the rows (one per method, formatted) that ``deepscan/cli/evaluate_tables.py`` puts in tables.
 
 Every number carries its level: ``frame`` (one score per face crop), ``video_mean`` (mean of a video's frame
 scores) or ``video_median`` (median of all the file's face scores). Scores are calibrated P(fake) (the weights'
@@ -61,25 +62,6 @@ def metric_rows(runs: Sequence[dict], level: str, condition: str = "clean") -> l
     return rows
 
 
-def _table(title: str, rows: list[dict[str, str]]):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in rows[0] if rows else ["method"]:
-        table.add_column(column, justify="left" if column in {"method", "manipulation"} else "right")
-    for row in rows:
-        table.add_row(*row.values())
-    return table
-
-
-def metrics_table(runs: Sequence[dict], level: str):
-    has_val = any(run["thresholds"]["chosen_on"] for run in runs)
-    rows = metric_rows(runs, level)
-    if not has_val:  # no --val: leave the columns out rather than show dashes that look like failures
-        rows = [{k: v for k, v in row.items() if "@val" not in k} for row in rows]
-    return _table(f"{LEVEL_TITLES[level]}: clean data", rows)
-
-
 CARD_LEVEL_NAMES = {"frame": "frame", "video_median": "file"}
 
 
@@ -127,23 +109,6 @@ def robustness_rows(runs: Sequence[dict], level: str) -> list[dict[str, str]]:
                 row[f"ΔAUC {name}"] = format_number(entry["auc_drop"][level])
         rows.append(row)
     return rows
-
-
-def tables(runs: Sequence[dict]) -> list:
-    """Every table to print, in order."""
-    shown = [metrics_table(runs, level) for level in LEVELS]
-    shown.append(_table("at the model card's threshold, the scan's verdict threshold (FPR: reals called fake, "
-                        "TPR: fakes caught; frame: per face; file: per file, median of all its faces, without the "
-                        "reliable range, so not the scan's per-track verdict rate): clean data",
-                        card_threshold_rows(runs)))
-    if any(manipulation_rows([run]) for run in runs):
-        shown.append(_table("AUC per manipulation (reals of the same data + that manipulation's fakes)",
-                            manipulation_rows(runs)))
-    if any(len(run["conditions"]) > 1 for run in runs):
-        for level in ("frame", "video_mean"):
-            shown.append(_table(f"robustness, {LEVEL_TITLES[level]}: AUC change under each perturbation@strength",
-                                robustness_rows(runs, level)))
-    return shown
 
 
 def _json_ready(value):
