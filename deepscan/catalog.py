@@ -18,17 +18,32 @@ def detector_row(name: str) -> dict:
     with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
         parameters = create_detector(name, **built.get("kwargs", {})).count_parameters()
     input_size = built.get("input_size", config.input_size)
+    if built.get("kwargs"):  # another build (a lighter backbone, say): its own cost, counted on one face
+        gflops = counted_gflops(name, built["kwargs"], input_size)
+    else:  # stated at the config's input size; convolutional cost grows with the pixels
+        gflops = round(config.gflops * (input_size / config.input_size) ** 2, 2) if config.gflops else None
     return {
         "name": name,
         "paper": config.paper,
         "input_size": input_size,
         "parameters": parameters,
-        # Counted at the config's input size; convolutional cost grows with the pixels of another build's.
-        "gflops_per_face": (round(config.gflops * (input_size / config.input_size) ** 2, 2)
-                            if config.gflops else None),
+        "gflops_per_face": gflops,
         "weights_available": status in WEIGHTS_AT_HAND,
         "weights": status,
     }
+
+
+def counted_gflops(name: str, kwargs: dict, input_size: int) -> float:
+    """GFLOP of one face through detector ``name`` built with ``kwargs``, counted by torch on a forward pass."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from deepscan.detectors import create_detector
+
+    detector = create_detector(name, **kwargs).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        detector(torch.zeros(1, 3, input_size, input_size))
+    return round(counter.get_total_flops() / 1e9, 2)
 
 
 def ensemble_row(rows: list[dict]) -> dict:

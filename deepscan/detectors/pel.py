@@ -354,6 +354,7 @@ PEL_CONFIG = DetectorConfig(
     paper="Gu et al., Exploiting Fine-grained Face Forgery Clues via Progressive Enhancement Learning (AAAI 2022)",
     input_size=224,
     gflops=7.29,
+    weights="pel.safetensors",
     cam_target_layers=("streams.rgb.head", "streams.freq.head"),
     summary=PEL_SUMMARY,
 )
