@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -66,6 +67,31 @@ class ChosenRuntime:
 
     requested: str | None = None
     fallback_reason: str | None = None
+
+
+class ExportedFileRuntime(ChosenRuntime):
+    """A detector exported to a file and run by another library on the CPU: what the onnx and openvino runtimes
+    share. Subclasses open ``model`` and implement :meth:`run` on checked, non-empty crops."""
+
+    name: str
+    library: str  # "<library> <version>", for the custody
+
+    def __init__(self, model: Path, *, input_size: int, sha256: str | None, check_max_abs_dp: float | None):
+        self.model, self.input_size, self.sha256 = model, input_size, sha256
+        self.check_max_abs_dp = check_max_abs_dp  # its P(fake) against eager's on the probe crops, when exported
+
+    def run(self, crops: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, crops: np.ndarray) -> np.ndarray:
+        crops = check_crops(crops, self.input_size)
+        if len(crops) == 0:
+            return np.zeros(0, dtype=np.float64)
+        return np.asarray(self.run(crops), dtype=np.float64)
+
+    def custody(self) -> dict:
+        return {"name": self.name, "library": self.library, "device": "cpu", "model": str(self.model),
+                "model_sha256": self.sha256, "check_max_abs_dp": self.check_max_abs_dp}
 
 
 def check_crops(crops: np.ndarray, input_size: int) -> np.ndarray:

@@ -15,10 +15,9 @@ import numpy as np
 
 from deepscan.runtimes.base import (
     MAX_BATCH,
-    ChosenRuntime,
+    ExportedFileRuntime,
     RuntimeUnavailableError,
     UnsupportedDetectorError,
-    check_crops,
     exporter_reason,
     installed_versions,
     make_face_crops_input,
@@ -63,7 +62,7 @@ def export(detector: "Detector", folder: Path, input_size: int) -> str:
     return MODEL_FILE
 
 
-class OnnxRuntime(ChosenRuntime):
+class OnnxRuntime(ExportedFileRuntime):
     """An exported detector in an ONNX Runtime session, on the CPU."""
 
     name = NAME
@@ -76,6 +75,7 @@ class OnnxRuntime(ChosenRuntime):
             raise RuntimeUnavailableError(
                 "runtime onnx needs onnxruntime, which is not installed (pip install onnxruntime)"
             ) from None
+        super().__init__(model, input_size=input_size, sha256=sha256, check_max_abs_dp=check_max_abs_dp)
         options = onnxruntime.SessionOptions()
         # As many threads as torch is set to use, so that OMP_NUM_THREADS and torch.set_num_threads hold here too.
         options.intra_op_num_threads = threads
@@ -84,18 +84,7 @@ class OnnxRuntime(ChosenRuntime):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self.input_size = input_size
-        self.model, self.sha256 = model, sha256
-        self.check_max_abs_dp = check_max_abs_dp  # its P(fake) against eager's on the probe crops, when exported
         self.library = f"onnxruntime {onnxruntime.__version__}"
 
-    def logits(self, crops: np.ndarray) -> np.ndarray:
-        crops = check_crops(crops, self.input_size)
-        if len(crops) == 0:
-            return np.zeros(0, dtype=np.float64)
-        return self.session.run(None, {INPUT_NAME: crops})[0].astype(np.float64)
-
-    def custody(self) -> dict:
-        return {"name": self.name, "library": self.library, "device": "cpu", "model": str(self.model),
-                "model_sha256": self.sha256,
-                "check_max_abs_dp": self.check_max_abs_dp}
+    def run(self, crops: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: crops})[0]

@@ -19,10 +19,9 @@ import numpy as np
 
 from deepscan.runtimes.base import (
     MAX_BATCH,
-    ChosenRuntime,
+    ExportedFileRuntime,
     RuntimeUnavailableError,
     UnsupportedDetectorError,
-    check_crops,
     exporter_reason,
     installed_versions,
     make_face_crops_input,
@@ -75,7 +74,7 @@ def export(detector: "Detector", folder: Path, input_size: int) -> str:
     return MODEL_FILE
 
 
-class OpenVinoRuntime(ChosenRuntime):
+class OpenVinoRuntime(ExportedFileRuntime):
     """A converted detector compiled by OpenVINO for the CPU, in float32."""
 
     name = NAME
@@ -83,25 +82,18 @@ class OpenVinoRuntime(ChosenRuntime):
     def __init__(self, model: Path, *, input_size: int, threads: int, sha256: str | None = None,
                  check_max_abs_dp: float | None = None):
         ov = _openvino()
-        core = ov.Core()
+        super().__init__(model, input_size=input_size, sha256=sha256, check_max_abs_dp=check_max_abs_dp)
         config = {
             "INFERENCE_PRECISION_HINT": "f32",  # not the bfloat16 default of CPUs that have it: scores must hold
             "INFERENCE_NUM_THREADS": threads,  # as many as torch is set to use (OMP_NUM_THREADS holds here too)
             "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, each as fast as it can go
         }
+        core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(model)), DEVICE, config)
-        self.input_size = input_size
-        self.model, self.sha256 = model, sha256
-        self.check_max_abs_dp = check_max_abs_dp  # its P(fake) against eager's on the probe crops, when exported
         self.library = f"openvino {dict(library_versions())['openvino']}"
 
-    def logits(self, crops: np.ndarray) -> np.ndarray:
-        crops = check_crops(crops, self.input_size)
-        if len(crops) == 0:
-            return np.zeros(0, dtype=np.float64)
-        return np.asarray(self.compiled(crops)[0], dtype=np.float64)
+    def run(self, crops: np.ndarray) -> np.ndarray:
+        return self.compiled(crops)[0]
 
     def custody(self) -> dict:
-        return {"name": self.name, "library": self.library, "device": "cpu", "model": str(self.model),
-                "model_sha256": self.sha256,
-                "check_max_abs_dp": self.check_max_abs_dp, "precision": "f32"}
+        return {**super().custody(), "precision": "f32"}
