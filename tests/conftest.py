@@ -1,4 +1,5 @@
-"""Shared fixtures: public-domain portraits and small H.264 clips made from them (session-wide)."""
+"""Shared fixtures: public-domain portraits and small H.264 clips made from them (session-wide), a tiny detector,
+weights folders."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
+
+from deepscan.detectors.base import Detector, DetectorConfig
 
 from deepscan.media.synthetic import moving_portrait_clip, portrait
 
@@ -158,3 +163,40 @@ def untrained(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setattr(weights, "shipped_weights_dir", lambda: folder)
     return folder
+
+
+TINY_CAM = DetectorConfig(name="tiny_cam", paper="a test detector", input_size=32, cam_target_layers=("conv",),
+                          weights="tiny_cam.safetensors")
+
+
+class _TinyCam(Detector):
+    """A convolution for Grad-CAM to look at and a head on its pooled output: a detector that costs next to nothing,
+    for tests of what surrounds one. Seeded (without touching the global generator): every one has the same
+    weights, and P(fake) differs from face to face."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Linear(4, 1)
+        self.config = TINY_CAM
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3))).squeeze(1)
+
+
+@pytest.fixture
+def tiny_cam_detector() -> type[Detector]:
+    """Makes tiny detectors (method ``tiny_cam``, 32 px), each with the same weights."""
+    return _TinyCam
+
+
+@pytest.fixture
+def tiny_cam(monkeypatch) -> str:
+    """The tiny detector registered as the method ``tiny_cam``, for the CLI; returns the method's name."""
+    from deepscan.detectors import registry
+
+    registry.list_detectors()
+    monkeypatch.setitem(registry._ENTRYPOINTS, "tiny_cam", (lambda **kwargs: _TinyCam(), TINY_CAM))
+    return "tiny_cam"

@@ -438,37 +438,18 @@ def test_an_incomplete_report_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "not a complete scan report" in result.stderr, result.output
 
 
-class _TinyCam(Detector):
-    """A convolution (for Grad-CAM to look at) and a head: its fake-logit is the head's bias when the head's
-    weight is zero, so that P(fake) is known exactly."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3))).squeeze(1)
-
-
 def test_cli_explain_prints_the_calibrated_probability_the_scan_records(tmp_path, monkeypatch, portrait_image,
-                                                                        calibration_card):
+                                                                        calibration_card, tiny_cam, tiny_cam_detector):
     from deepscan import weights
-    from deepscan.detectors import registry
     from deepscan.weights import save_weights, sha256_file
 
-    registry.list_detectors()
-    config = DetectorConfig(name="tiny_cam", paper="a test detector", input_size=32, cam_target_layers=("conv",),
-                            weights="tiny_cam.safetensors")
-    monkeypatch.setitem(registry._ENTRYPOINTS, "tiny_cam", (lambda **kwargs: _TinyCam(), config))
     folder = tmp_path / "weights"
     folder.mkdir()
     monkeypatch.setattr(weights, "shipped_weights_dir", lambda: folder)
-    detector = _TinyCam()
+    detector = tiny_cam_detector()
     with torch.no_grad():
-        detector.head.weight.zero_()
+        detector.head.weight.zero_()  # the fake-logit is the head's bias: P(fake) known exactly
         detector.head.bias.fill_(1.5)  # calibrated: sigmoid(2 * 1.5 - 1) = 0.881; uncalibrated sigmoid(1.5) = 0.818
-    detector.config = config
     save_weights(detector, folder / "tiny_cam.safetensors")
     card = {"schema": "deepscan.model-card", "detector": {"name": "tiny_cam", "input_size": 32},
             "weights": {"file": "tiny_cam.safetensors", "sha256": sha256_file(folder / "tiny_cam.safetensors")},
@@ -492,12 +473,11 @@ def test_cli_explain_prints_the_calibrated_probability_the_scan_records(tmp_path
     assert (tmp_path / "report" / "report.html").is_file() and "no heat maps" not in reported.stderr
 
 
-def test_the_figure_states_the_calibrated_probability():
+def test_the_figure_states_the_calibrated_probability(tiny_cam_detector):
     from deepscan.calibration import Calibration
     from deepscan.report.figures import explanation_header
 
-    detector = _TinyCam()
-    detector.config = DetectorConfig(name="tiny_cam", paper="-", input_size=32, cam_target_layers=("conv",))
+    detector = tiny_cam_detector()
     with torch.no_grad():
         detector.head.bias.fill_(1.5)
     crop = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)

@@ -8,10 +8,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.explain import explain_recorded_faces, suspicious_faces
 from deepscan.kept_faces import KeepFaces, KeptFaces, display_frame
 from deepscan.media.checksums import Checksums
@@ -25,21 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 TRACKS = 3
 
 
-class _TinyCam(Detector):
-    """A seeded convolution and head: P(fake) differs from face to face, and Grad-CAM has a layer to look at."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.config = DetectorConfig(name="tiny_cam", paper="a test detector", input_size=32,
-                                     cam_target_layers=("conv",))
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3))).squeeze(1)
-
-
 @pytest.fixture(scope="module")
 def wide_clip(tmp_path_factory):
     """Two faces in 1280 x 720 frames: the frame panel shows them halved (960 pixels wide at most)."""
@@ -47,8 +29,7 @@ def wide_clip(tmp_path_factory):
     return moving_portrait_clip(path, seconds=1.5, fps=8, size=(1280, 720), faces=2)
 
 
-def _scan(path, keep: KeepFaces | None, pipeline: bool = True):
-    detector = _TinyCam()
+def _scan(detector, path, keep: KeepFaces | None, pipeline: bool = True):
     options = ScanOptions(method="tiny_cam", fps=4, device="cpu", pipeline=pipeline, runtime="eager")
     checksums = Checksums()
     with Scanner(detector, options, trained=False, checksums=checksums, keep_faces=keep) as scanner:
@@ -71,9 +52,9 @@ def _same_panels(first: list, second: list) -> None:
 
 
 @pytest.mark.parametrize("clip", ["two_face_clip", "wide_clip"])
-def test_kept_faces_explain_as_the_decoded_frames_do(clip, request, monkeypatch):
+def test_kept_faces_explain_as_the_decoded_frames_do(clip, request, monkeypatch, tiny_cam_detector):
     path = request.getfixturevalue(clip)
-    detector, options, checksums, result = _scan(path, KeepFaces(max_tracks=TRACKS))
+    detector, options, checksums, result = _scan(tiny_cam_detector(), path, KeepFaces(max_tracks=TRACKS))
     entry, parameters = result.to_dict(), asdict(options)
     assert "kept_faces" not in entry
     chosen = suspicious_faces(entry, max_tracks=TRACKS)
@@ -103,17 +84,17 @@ def test_kept_faces_explain_as_the_decoded_frames_do(clip, request, monkeypatch)
         assert kept[0][1].frame.shape == (360, 640, 3)  # halved: 1280 is more than 960 pixels wide
 
 
-def test_the_serial_scan_keeps_the_faces_the_pipelined_scan_keeps(two_face_clip):
+def test_the_serial_scan_keeps_the_faces_the_pipelined_scan_keeps(two_face_clip, tiny_cam_detector):
     keep = KeepFaces(per_track=2)
-    *_, pipelined = _scan(two_face_clip, keep)
-    *_, serial = _scan(two_face_clip, keep, pipeline=False)
+    *_, pipelined = _scan(tiny_cam_detector(), two_face_clip, keep)
+    *_, serial = _scan(tiny_cam_detector(), two_face_clip, keep, pipeline=False)
     assert dataclasses.replace(pipelined, seconds=0.0) == dataclasses.replace(serial, seconds=0.0)
     assert len(pipelined.kept_faces) == len(suspicious_faces(pipelined.to_dict(), per_track=2)) > 0
     assert pipelined.kept_faces._tracks == serial.kept_faces._tracks
 
 
-def test_a_scan_keeps_nothing_unless_asked(two_face_clip):
-    *_, result = _scan(two_face_clip, None)
+def test_a_scan_keeps_nothing_unless_asked(two_face_clip, tiny_cam_detector):
+    *_, result = _scan(tiny_cam_detector(), two_face_clip, None)
     assert result.kept_faces is None
 
 

@@ -16,38 +16,12 @@ from pathlib import Path
 
 import av
 import pytest
-import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from deepscan.cli import app
-from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.media.synthetic import moving_portrait_clip
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
-
-
-class _TinyCam(Detector):
-    """A convolution for Grad-CAM to look at, and a head: the report's heat maps cost next to nothing."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3))).squeeze(1)
-
-
-@pytest.fixture
-def tiny_cam(monkeypatch, untrained):
-    from deepscan.detectors import registry
-
-    registry.list_detectors()
-    config = DetectorConfig(name="tiny_cam", paper="a test detector", input_size=32, cam_target_layers=("conv",),
-                            weights="tiny_cam.safetensors")
-    monkeypatch.setitem(registry._ENTRYPOINTS, "tiny_cam", (lambda **kwargs: _TinyCam(), config))
-    return "tiny_cam"
 
 
 @pytest.fixture
@@ -133,7 +107,7 @@ class Reads:
         return self.opens["av.open"]
 
 
-def test_scan_with_a_report_hashes_a_clip_once_and_decodes_it_once(tmp_path, clip, tiny_cam, monkeypatch):
+def test_scan_with_a_report_hashes_a_clip_once_and_decodes_it_once(tmp_path, clip, tiny_cam, untrained, monkeypatch):
     reads = Reads(monkeypatch, clip)
     result = CliRunner().invoke(app, ["scan", str(clip), "--method", tiny_cam, "--fps", "4",
                                       "--report", str(tmp_path / "report")])
@@ -145,14 +119,14 @@ def test_scan_with_a_report_hashes_a_clip_once_and_decodes_it_once(tmp_path, cli
     assert reads.decoders == 1, reads.opens
 
 
-def test_a_scan_alone_opens_a_clip_for_one_checksum_and_one_decoder(tmp_path, clip, tiny_cam, monkeypatch):
+def test_a_scan_alone_opens_a_clip_for_one_checksum_and_one_decoder(tmp_path, clip, tiny_cam, untrained, monkeypatch):
     reads = Reads(monkeypatch, clip)
     result = CliRunner().invoke(app, ["scan", str(clip), "--method", tiny_cam, "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     assert (reads.checksums, reads.decoders) == (1, 1), reads.opens
 
 
-def test_explain_of_a_clip_hashes_it_once_and_decodes_it_once(tmp_path, clip, tiny_cam, monkeypatch):
+def test_explain_of_a_clip_hashes_it_once_and_decodes_it_once(tmp_path, clip, tiny_cam, untrained, monkeypatch):
     reads = Reads(monkeypatch, clip)
     result = CliRunner().invoke(app, ["explain", str(clip), "--method", tiny_cam, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
