@@ -213,6 +213,19 @@ def test_an_existing_run_is_never_overwritten_and_a_changed_recipe_does_not_resu
     assert missing.exit_code == 2 and "no checkpoint.pt" in missing.stderr
 
 
+def test_a_resumed_run_with_other_epochs_keeps_its_cosine_plan_and_its_card_says_so(workspace):
+    recipe = write_recipe(workspace, "sficonv", file="longer.yaml")  # 1 epoch, cosine
+    output = workspace / "runs" / "longer"
+    assert run_cli("train", recipe, "-o", output).exit_code == 0
+    first = json.loads((output / "sficonv.card.json").read_text())["training"]
+    assert (first["epochs"], first["lr_schedule_epochs"]) == (1, 1)
+    longer = run_cli("train", recipe, "-o", output, "--resume", "--set", "epochs=2")
+    assert longer.exit_code == 0, longer.output
+    assert "the cosine schedule was planned for 1" in longer.stderr
+    training = json.loads((output / "sficonv.card.json").read_text())["training"]
+    assert (training["epochs"], training["lr_schedule_epochs"]) == (2, 1)
+
+
 def test_ralf_without_its_perceptual_checkpoint_stops_in_one_line_before_training(workspace):
     # A perceptual loss on random features measures nothing: no silent fallback to a random network. A relative
     # perceptual_path is read from the recipe's folder, like every path of a recipe.

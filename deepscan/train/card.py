@@ -63,9 +63,12 @@ def validation_section(best: dict | None, from_best: bool, select_on: str, epoch
 
 def training_section(history: list[dict], elapsed_s: float, *, world_size: int, device: torch.device,
                      precision: str, autocast_dtype: torch.dtype | None, max_minutes: float | None,
-                     out_of_time: bool, started_at: datetime) -> dict:
+                     out_of_time: bool, started_at: datetime, schedule_epochs: int | None = None) -> dict:
+    """``schedule_epochs``: what a cosine learning-rate schedule was planned for; it differs from ``epochs`` when
+    a run was resumed with fewer (or more) epochs than it started with, so its rate never annealed as planned."""
     return {
         "epochs": len(history),
+        "lr_schedule_epochs": schedule_epochs,
         "seconds": round(elapsed_s, 1),
         "seconds_per_epoch": [round(entry["train"]["seconds"], 1) for entry in history],
         "world_size": world_size,

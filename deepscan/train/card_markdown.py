@@ -52,11 +52,15 @@ def _training(card: dict) -> list[str]:
     from deepscan.evaluate.report import format_number
 
     training = card["training"]
+    planned = training.get("lr_schedule_epochs")
+    schedule = (f" (its cosine learning-rate schedule was planned for {planned} epochs: stopped before it annealed)"
+                if planned and planned > training["epochs"] else "")
     return [
         "## Training",
         "",
-        f"Recipe `{card['shipped_from']['recipe']}` (sha256 `{card['recipe']['sha256']}`); {training['epochs']} epochs, "
-        f"{training['seconds'] / 60:.0f} minutes on {training['device']} ({card.get('hardware', 'this project’s 2-core CPU')}); "
+        f"Recipe `{card['shipped_from']['recipe']}` (sha256 `{card['recipe']['sha256']}`); {training['epochs']} epochs"
+        f"{schedule}, {training['seconds'] / 60:.0f} minutes on {training['device']} "
+        f"({card.get('hardware', 'this project’s 2-core CPU')}); "
         f"checkpoint chosen on validation AUC: epoch {card['validation']['epoch']} "
         f"(val AUC {format_number(card['validation']['metrics'].get('auc'))}).",
         "",

@@ -81,6 +81,14 @@ class Optimisation:
             elif scheduler is not None:
                 scheduler.step()
 
+    def schedule_epochs(self) -> int | None:
+        """The number of epochs a cosine schedule was planned for (kept from the checkpoint on ``--resume``, even
+        when the recipe's ``epochs`` changed), else None: no other schedule depends on it."""
+        for scheduler in self.schedulers.values():
+            if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                return int(scheduler.T_max)
+        return None
+
     def learning_rates(self) -> dict[str, float]:
         """Each group's learning rate now (for the epoch's metrics)."""
         return {name: opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}

@@ -150,6 +150,12 @@ class Trainer:
         self.progress.on_message(
             f"resuming at epoch {position.epoch + 1}, step {position.step} from {self.checkpoint_path}"
         )
+        planned = self.optimisation.schedule_epochs()
+        if planned is not None and planned != self.recipe.epochs:
+            self.progress.on_message(
+                f"epochs is {self.recipe.epochs} now, but the cosine schedule was planned for {planned} and keeps "
+                "that plan (the model card records both)"
+            )
         return position
 
     def save_checkpoint(self, epoch: int, step: int, partial: dict | None) -> None:
@@ -288,6 +294,7 @@ class Trainer:
                 self.history, self.elapsed_s, world_size=self.context.world_size, device=self.device,
                 precision=self.precision, autocast_dtype=self.autocast_dtype, max_minutes=recipe.max_minutes,
                 out_of_time=self.out_of_time, started_at=started_at,
+                schedule_epochs=self.optimisation.schedule_epochs(),
             ),
             "software": card.software_section(),
         }
