@@ -340,3 +340,14 @@ def test_the_trainer_learns_a_separable_forgery(workspace, separable_faces, name
     losses = [json.loads(line)["train"]["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 4
     assert losses[-1] < 0.6 * losses[0] and losses[-1] < 0.45, losses
+
+
+@pytest.mark.parametrize("name", ["faclue", "pel"])
+@pytest.mark.parametrize("backbone, says", [("efficientnet_nope", "is not a timm model"),
+                                            ("resnet18", "is not an EfficientNet-style network")])
+def test_a_backbone_the_detector_cannot_cut_is_a_one_line_recipe_error(workspace, name, backbone, says):
+    recipe = write_recipe(workspace, name, {"backbone": backbone}, file=f"backbone-{name}.yaml")
+    result = run_cli("train", recipe, "-o", workspace / "runs" / f"backbone-{name}-{backbone}")
+    assert result.exit_code == 2, result.output
+    assert f"detector.kwargs: {dict(faclue='FAClue', pel='PEL')[name]}: backbone {backbone!r} {says}" in result.stderr
+    assert "internal error" not in result.output

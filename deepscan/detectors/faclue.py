@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepscan.detectors.base import Detector, DetectorConfig, FrequencyView
-from deepscan.detectors.layers import SpatialAttention
+from deepscan.detectors.layers import SpatialAttention, efficientnet
 from deepscan.detectors.registry import register_detector
 from deepscan.frequency import (
     block_dct2,
@@ -144,9 +144,7 @@ class FrequencyGuidedAttention(nn.Module):
 
 
 def _efficientnet_trunk(backbone: str, in_chans: int, pretrained: bool) -> tuple[nn.Module, nn.ModuleList]:
-    import timm
-
-    net = timm.create_model(backbone, pretrained=pretrained, in_chans=in_chans, num_classes=0)
+    net = efficientnet("FAClue", backbone, in_chans, pretrained)
     return nn.Sequential(net.conv_stem, net.bn1), net.blocks
 
 

@@ -53,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepscan.detectors.base import Detector, DetectorConfig, FrequencyView
+from deepscan.detectors.layers import efficientnet
 from deepscan.detectors.registry import register_detector
 from deepscan.frequency import rgb_to_ycbcr, sliding_dct2
 
@@ -214,9 +215,7 @@ class EfficientNetStream(nn.Module):
 
     def __init__(self, backbone: str, in_chans: int, pretrained: bool):
         super().__init__()
-        import timm  # slow to import; only needed when a model is built
-
-        net = timm.create_model(backbone, pretrained=pretrained, in_chans=in_chans, num_classes=0)
+        net = efficientnet("PEL", backbone, in_chans, pretrained)
         self.stem = nn.Sequential(net.conv_stem, net.bn1)
         self.blocks = net.blocks
         self.head = nn.Sequential(net.conv_head, net.bn2)
