@@ -73,7 +73,9 @@ def test_the_ensembles_evaluation_plan_is_recorded_in_its_card(tmp_path, shipped
         ran.append(command[2:])
         out = command[command.index("--out") + 1]
         Path(out).mkdir(parents=True)
-        (Path(out) / "results.json").write_text(json.dumps({"methods": [{"method": "ensemble", "auc": None}]}))
+        (Path(out) / "results.json").write_text(json.dumps({"methods": [{"method": "ensemble", "conditions": {
+            "clean": {"frame": {"auc": 0.8, "eer": 0.2, "fpr_at_card_threshold": 0.05, "tpr_at_card_threshold": 0.5,
+                                "n_real": 20, "n_fake": 20}}}}]}))
 
     monkeypatch.setattr(subprocess, "run", evaluate)
     shipping.evaluate_shipped("ensemble", shipped.folder, splits, tmp_path / "eval")
@@ -88,7 +90,10 @@ def test_the_ensembles_evaluation_plan_is_recorded_in_its_card(tmp_path, shipped
     assert read_ensemble_card(card_path).calibration.threshold == 0.6
     plan = plan_ensemble()
     assert [name for name, _ in plan.members] == ["tiny_a", "tiny_b"] and plan.threshold == 0.6
-    assert not (shipped.folder / "ensemble.md").exists()
+    # Its Markdown half compares it with its members (whose cards here hold no measurements), and is checksummed.
+    markdown = (shipped.folder / "ensemble.md").read_text()
+    assert "| in_domain | clean | 0.800 (5.0 %) | not measured | not measured |" in markdown
+    assert "ensemble.md" in (shipped.folder / "SHA256SUMS").read_text()
 
     with pytest.raises(SystemExit, match="shipped weights deepscan loads"):
         shipping.evaluate_shipped("ensemble", tmp_path, splits, tmp_path / "eval")
@@ -109,3 +114,22 @@ def test_the_markdown_card_says_whether_sbi_pseudo_fakes_were_used():
     assert "1 per real training face" in card_markdown(with_sbi)
     assert "No SBI pseudo-fakes" in card_markdown(without)
     assert "per real training face" not in card_markdown(without)
+
+
+def test_the_ensembles_markdown_card_sets_it_beside_each_member_source_by_source():
+    from deepscan.train.card_markdown import ensemble_markdown
+
+    def measured(auc: float, fpr: float) -> dict:
+        frame = {"auc": auc, "eer": 0.3, "fpr_at_card_threshold": fpr, "tpr_at_card_threshold": 0.4,
+                 "n_real": 100, "n_fake": 100}
+        return {"command": "deepscan evaluate x.csv", "results": {"methods": [{"conditions": {"clean": {"frame": frame}}}]}}
+
+    card = {"schema": "deepscan.ensemble-card", "members": ["a", "b"],
+            "calibration": {"threshold": 0.61, "threshold_rule": "rule", "fitted_on": "val"},
+            "metrics": {"swaps": measured(0.75, 0.02), "photos": measured(0.55, 0.0)}}
+    members = {"a": {"metrics": {"swaps": measured(0.8, 0.1)}}, "b": {"metrics": {"swaps": measured(0.6, 0.01),
+                                                                                   "photos": measured(0.5, 0.2)}}}
+    markdown = ensemble_markdown(card, members)
+    assert "| swaps | clean | 0.750 (2.0 %) | 0.800 (10.0 %) | 0.600 (1.0 %) |" in markdown
+    assert "| photos | clean | 0.550 (0.0 %) | not measured | 0.500 (20.0 %) |" in markdown
+    assert "Verdict threshold 0.6100" in markdown and "`a` (`a.md`), `b` (`b.md`)" in markdown

@@ -1,5 +1,5 @@
-"""The human half of a model card (``<name>.md``), made from its JSON half so that the two never disagree: one
-builder per section, each a list of lines."""
+"""The human half of a model card (``<name>.md``, and ``ensemble.md``), made from its JSON half so that the two
+never disagree: one builder per section, each a list of lines."""
 
 from __future__ import annotations
 
@@ -142,3 +142,74 @@ SECTIONS = (_header, _data, _training, _calibration, _reliability, _results, _kn
 def card_markdown(card: dict) -> str:
     """The human half of the model card, made from the JSON half so that the two never disagree."""
     return "\n".join(line for section in SECTIONS for line in section(card))
+
+
+# --- the ensemble's card -------------------------------------------------------------------------------------------
+def _ensemble_header(card: dict, members: dict[str, dict]) -> list[str]:
+    return [
+        "# ensemble — model card",
+        "",
+        f"Members: {', '.join(f'`{name}` (`{name}.md`)' for name in card['members'])}, each with its own shipped "
+        "weights, calibration and card. A face's P(fake) is the mean of the members' calibrated P(fake), each member "
+        "scoring its own resize of the same face crop; tracks and files are judged from it as from one detector. The "
+        "ensemble has no weights of its own: nothing was trained for it, only its threshold was chosen. Its members "
+        f"were trained on research-only third-party data: **for research use**.",
+        "",
+    ]
+
+
+def _ensemble_threshold(card: dict) -> list[str]:
+    from deepscan.evaluate.report import format_number
+
+    calibration = card["calibration"]
+    return [
+        "## Threshold",
+        "",
+        f"Verdict threshold {calibration['threshold']:.4f} on the mean calibrated P(fake): "
+        f"{calibration.get('threshold_rule', '')}, fitted on {calibration.get('fitted_on', '?')} (on validation: "
+        f"false-positive rate {format_number(calibration.get('val_fpr'))}, true-positive rate "
+        f"{format_number(calibration.get('val_tpr'))}).",
+        "",
+    ]
+
+
+def _frame_result(card: dict, key: str, condition: str) -> dict | None:
+    methods = card.get("metrics", {}).get(key, {}).get("results", {}).get("methods", [])
+    return methods[0]["conditions"].get(condition, {}).get("frame") if methods else None
+
+
+def _compared_cell(frame: dict | None) -> str:
+    from deepscan.evaluate.report import format_number
+
+    if frame is None:
+        return "not measured"
+    rate = frame.get("fpr_at_card_threshold")
+    return format_number(frame.get("auc")) + (f" ({100 * rate:.1f} %)" if rate is not None else "")
+
+
+def _members_compared(card: dict, members: dict[str, dict]) -> list[str]:
+    names = list(card["members"])
+    lines = [
+        "## Against its members",
+        "",
+        "Frame AUC on the same evaluation, and in brackets the share of real faces called fake at each one's own "
+        "threshold: whether combining helps is read here, source by source.",
+        "",
+        f"| evaluation | condition | ensemble | {' | '.join(names)} |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for key, entry in card.get("metrics", {}).items():
+        for method in entry["results"].get("methods", [])[:1]:
+            for condition in method["conditions"]:
+                cells = [_compared_cell(_frame_result(card, key, condition))]
+                cells += [_compared_cell(_frame_result(members.get(name, {}), key, condition)) for name in names]
+                lines.append(f"| {key} | {condition} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
+def ensemble_markdown(card: dict, members: dict[str, dict]) -> str:
+    """``ensemble.md`` from ``ensemble.card.json`` and its members' cards (by name; a missing one reads as not
+    measured)."""
+    sections = (_ensemble_header(card, members), _ensemble_threshold(card), _members_compared(card, members),
+                _results(card), _known_failures(card))
+    return "\n".join(line for section in sections for line in section)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from deepscan.runtime import atomic_write, sha256_file
-from deepscan.train.card_markdown import card_markdown
+from deepscan.train.card_markdown import card_markdown, ensemble_markdown
 
 # What "still holds up" means for the reliable range (stated in the card).
 AUC_DROP = 0.05
@@ -230,7 +230,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     }
     path = into / "ensemble.card.json"
     atomic_write(path, json.dumps(card, indent=2) + "\n")
-    update_checksums(into)
+    write_markdown(path)
     return path
 
 
@@ -264,7 +264,7 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
     ``name`` ``ensemble``: the plan for the ensemble as a scan forms it (``-m ensemble``: the members and threshold
     of ``ensemble.card.json``, each member's own shipped weights), recorded under the ensemble card's
     ``metrics``. The ensemble takes no ``--weights``, so ``into`` must be the shipped weights folder deepscan
-    loads; its card has no markdown half."""
+    loads."""
     import subprocess
     import sys
 
@@ -292,13 +292,19 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         print("$", shlex.join(command), flush=True)
         subprocess.run([sys.executable, "-m", *command], check=True)  # the same deepscan as this process
         add_metrics(card_path, key, out / name / key / "results.json", command)
-        if not ensemble:
-            write_markdown(card_path)
+        write_markdown(card_path)
 
 
 def write_markdown(card_path: Path) -> None:
+    """``<name>.md`` beside ``<name>.card.json``; the ensemble's compares it with its members' cards."""
     card = json.loads(card_path.read_text())
-    atomic_write(card_path.with_name(card_path.name.replace(".card.json", ".md")), card_markdown(card))
+    if card.get("schema") == "deepscan.ensemble-card":
+        members = {name: json.loads(path.read_text()) for name in card["members"]
+                   if (path := card_path.with_name(f"{name}.card.json")).is_file()}
+        text = ensemble_markdown(card, members)
+    else:
+        text = card_markdown(card)
+    atomic_write(card_path.with_name(card_path.name.replace(".card.json", ".md")), text)
     update_checksums(card_path.parent)
 
 
