@@ -145,7 +145,7 @@ def card_markdown(card: dict) -> str:
 
 
 # --- the ensemble's card -------------------------------------------------------------------------------------------
-def _ensemble_header(card: dict, members: dict[str, dict]) -> list[str]:
+def _ensemble_header(card: dict) -> list[str]:
     return [
         "# ensemble — model card",
         "",
@@ -153,7 +153,7 @@ def _ensemble_header(card: dict, members: dict[str, dict]) -> list[str]:
         "weights, calibration and card. A face's P(fake) is the mean of the members' calibrated P(fake), each member "
         "scoring its own resize of the same face crop; tracks and files are judged from it as from one detector. The "
         "ensemble has no weights of its own: nothing was trained for it, only its threshold was chosen. Its members "
-        f"were trained on research-only third-party data: **for research use**.",
+        "were trained on research-only third-party data: **for research use**.",
         "",
     ]
 
@@ -199,17 +199,17 @@ def _members_compared(card: dict, members: dict[str, dict]) -> list[str]:
         "|---|---|---|" + "---|" * len(names),
     ]
     for key, entry in card.get("metrics", {}).items():
-        for method in entry["results"].get("methods", [])[:1]:
-            for condition in method["conditions"]:
-                cells = [_compared_cell(_frame_result(card, key, condition))]
-                cells += [_compared_cell(_frame_result(members.get(name, {}), key, condition)) for name in names]
-                lines.append(f"| {key} | {condition} | {' | '.join(cells)} |")
+        methods = entry["results"].get("methods", [])
+        for condition in methods[0]["conditions"] if methods else ():
+            cells = [_compared_cell(_frame_result(card, key, condition))]
+            cells += [_compared_cell(_frame_result(members.get(name, {}), key, condition)) for name in names]
+            lines.append(f"| {key} | {condition} | {' | '.join(cells)} |")
     return lines + [""]
 
 
 def ensemble_markdown(card: dict, members: dict[str, dict]) -> str:
     """``ensemble.md`` from ``ensemble.card.json`` and its members' cards (by name; a missing one reads as not
     measured)."""
-    sections = (_ensemble_header(card, members), _ensemble_threshold(card), _members_compared(card, members),
+    sections = (_ensemble_header(card), _ensemble_threshold(card), _members_compared(card, members),
                 _results(card), _known_failures(card))
     return "\n".join(line for section in sections for line in section)
