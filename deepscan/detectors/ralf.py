@@ -294,6 +294,11 @@ class DestructionGuidedClassifier(nn.Module):
         self.trunk = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in trunk_names))
         self.pool = net.global_pool
         self.fc = net.get_classifier()
+        # timm's EfficientNet/MobileNet init draws a Linear's weights from U(+-1/sqrt(out_features)): U(+-1) for one
+        # logit, which over 1280 max-pooled ReLU6 features starts the logits at tens (BCE ~20) and leaves Adam at
+        # 1e-4 thousands of steps from learning anything. PyTorch's default draws U(+-1/sqrt(in_features)), as the
+        # Xception head already has.
+        self.fc.reset_parameters()
         # Same kernels, strides and padding as the backbone's stem, so the attention map matches its output size.
         guide: list[nn.Module] = []
         channels = 3
