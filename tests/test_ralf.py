@@ -358,6 +358,19 @@ def test_a_fresh_classifier_starts_near_a_coin_toss_whatever_its_backbone(backbo
     assert logits.abs().max() < 5.0, logits
 
 
+def test_a_recipe_sets_the_loss_lambdas_by_name_and_an_unknown_one_is_refused(detector):
+    ablated = create_detector("ralf", **dict(TINY, loss_weights={"adv": 0.0}))
+    assert ablated.loss_weights.adv == 0.0
+    assert ablated.loss_weights.freq == detector.loss_weights.freq == 1.0  # the others keep the paper's values
+    x, y = torch.rand(4, 3, SIZE, SIZE), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    terms = ablated.loss(x, y).terms
+    assert terms["reconstruction"] == pytest.approx(terms["l1"] + terms["freq"], rel=1e-5)  # no adversarial share
+    with pytest.raises(TypeError, match="adversarial"):
+        create_detector("ralf", **dict(TINY, loss_weights={"adversarial": 0.0}))
+    with pytest.raises(TypeError, match="loss_weights.con must be a number >= 0, not 'high'"):
+        create_detector("ralf", **dict(TINY, loss_weights={"con": "high"}))
+
+
 def test_cam_target_is_a_classifier_layer_with_a_tensor_output(detector):
     detector.eval()
     (layer,) = detector.cam_target_layers()

@@ -87,6 +87,12 @@ class LossWeights:
     emb: float = 0.1
     con: float = 0.1
 
+    def __post_init__(self):
+        # TypeError, as for an unknown name: the trainer reports either as one recipe line (detector.kwargs).
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise TypeError(f"RALF: loss_weights.{name} must be a number >= 0, not {value!r}")
+
 
 # --- frequency destructor (eq. 1) ---------------------------------------------------------------------------
 
@@ -568,7 +574,7 @@ class RALF(Detector):
         real_radius: float = 0.05,
         fake_radius: float = 1.5,
         center_momentum: float = 0.1,
-        loss_weights: LossWeights = LossWeights(),
+        loss_weights: LossWeights | dict = LossWeights(),
     ):
         super().__init__()
         # TypeError, as for an unknown keyword: both options take one of a fixed set of names (a Literal type).
@@ -589,7 +595,8 @@ class RALF(Detector):
         self.perceptual, self.perceptual_path = perceptual, perceptual_path
         self.real_radius, self.fake_radius = real_radius, fake_radius
         self.center_momentum = center_momentum
-        self.loss_weights = loss_weights
+        # A recipe gives the lambdas as a mapping (detector.kwargs.loss_weights: {adv: 0.0}), e.g. for an ablation.
+        self.loss_weights = LossWeights(**loss_weights) if isinstance(loss_weights, dict) else loss_weights
         self._perceptual_features: FrozenPerceptualFeatures | None = None
 
     # --- inference ----------------------------------------------------------------------------------------
