@@ -11,7 +11,7 @@ from deepscan.train.augment import (
     jpeg_round_trip,
 )
 from deepscan.train.recipe import AugmentSpec, SBISpec
-from deepscan.train.sbi import face_mask, self_blend
+from deepscan.train.sbi import FACE_PARTS, face_mask, part_mask, self_blend
 
 CACHE_MARGIN = 1.8
 
@@ -68,6 +68,50 @@ def test_blend_ratio_and_geometry_come_from_the_spec(face):
     half = SBISpec(blend_ratios=[0.5], scale_range=(1.0, 1.0), max_shift=0.0)
     blend = self_blend(crop, keypoints, np.random.default_rng(1), half)
     assert blend.mask.max() == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_part_blends_change_only_eyes_nose_or_mouth(face, seed):
+    crop, keypoints = face
+    blend = self_blend(crop, keypoints, np.random.default_rng(seed), SBISpec(parts=1.0))
+    whole = face_mask(keypoints, crop.shape[:2], np.random.default_rng(seed))
+    difference = np.abs(blend.fake.astype(int) - blend.real.astype(int)).max(axis=2)
+    inside = blend.mask > 0
+    assert (difference[~inside] == 0).all(), "the fake differs from its source outside the mask"
+    core = blend.mask > 0.5 * blend.mask.max()
+    assert difference[core].mean() > 1.0, "the blend left the parts unchanged"
+    # Every blended pixel lies near one of the four parts, and the parts cover far less than the face oval.
+    rows, columns = np.nonzero(inside)
+    pixels = np.stack([columns, rows], axis=1).astype(float)
+    eye_distance = float(np.linalg.norm(keypoints[1] - keypoints[0]))
+    nearest = np.linalg.norm(pixels[:, None, :] - keypoints[None, :4, :], axis=2).min(axis=1)
+    assert nearest.max() < 0.9 * eye_distance
+    assert core.sum() < 0.6 * (whole > 0.5).sum()
+
+
+def test_part_masks_draw_every_part_and_sometimes_several(face):
+    _, keypoints = face
+    covered = {part: 0 for part in FACE_PARTS}
+    several = 0
+    for seed in range(40):
+        mask = part_mask(keypoints, (256, 256), np.random.default_rng(seed))
+        hit = [part for part, point in zip(FACE_PARTS, keypoints[:4]) if mask[int(point[1]), int(point[0])] > 0.5]
+        assert hit, "a part mask covers no part"
+        several += len(hit) > 1
+        for part in hit:
+            covered[part] += 1
+    assert all(count >= 5 for count in covered.values()), covered
+    assert 5 <= several <= 38
+
+
+def test_whole_face_blends_are_the_default_and_parts_a_recipe_choice(face):
+    crop, keypoints = face
+    default = self_blend(crop, keypoints, np.random.default_rng(7))
+    no_parts = self_blend(crop, keypoints, np.random.default_rng(7), SBISpec(parts=0.0))
+    assert np.array_equal(default.mask, no_parts.mask)
+    assert SBISpec().parts == 0.0
+    with pytest.raises(ValueError):
+        SBISpec(parts=1.5)
 
 
 def test_framing_moves_keypoints_with_the_pixels():

@@ -108,6 +108,9 @@ class SBISpec(Strict):
     max_shift: float = Field(default=0.03, ge=0.0, le=0.2)
     # Random deformation of the face mask: radial jitter of its outline (share of the radius).
     mask_jitter: float = Field(default=0.08, ge=0.0, le=0.5)
+    # Share of the pseudo-fakes blended over facial parts only (eyes, nose, mouth) instead of the whole face
+    # (deepscan.train.sbi: a deviation from the paper, off by default).
+    parts: Probability = 0.0
 
     @field_validator("scale_range")
     @classmethod

@@ -14,6 +14,12 @@ twice the eye distance), from the eyebrows or the forehead (a random choice, as 
 68 and 81 landmark hulls) down to the chin; its outline is then deformed by a smooth random radial jitter,
 eroded and blurred by random amounts.
 
+Part blends (``SBISpec.parts``, a deviation from the paper, off by default): a share of the pseudo-fakes is
+blended over facial parts only, a random non-empty subset of {right eye, left eye, nose, mouth}, each an oval
+round its keypoint sized from the eye distance, deformed, eroded and blurred like the face mask. They stand for
+forgeries that replace a part of the face rather than the whole of it (manual composites, attribute and
+expression edits), whose traces the whole-face oval of the paper does not teach: a boundary inside the face.
+
 Labels and outputs: ``self_blend`` returns the target (the real counterpart), the blended fake and the blend
 mask; the fake equals the target exactly wherever the mask is 0.
 """
@@ -84,30 +90,88 @@ def face_outline(keypoints: np.ndarray, rng: np.random.Generator, jitter: float,
     bottom = eye_mouth * rng.uniform(1.4, 1.6)
     middle = eye_centre + y_axis * (bottom - top) / 2.0
     half_height = (bottom + top) / 2.0
+    # A squarer oval than an ellipse (superellipse, exponent ~2.5): cheeks and jaw fill the corners more.
+    return _deformed_oval(middle, x_axis, y_axis, half_width, half_height, 2.5, rng, jitter, vertices)
+
+
+def _deformed_oval(
+    centre: np.ndarray,
+    x_axis: np.ndarray,
+    y_axis: np.ndarray,
+    half_width: float,
+    half_height: float,
+    squareness: float,
+    rng: np.random.Generator,
+    jitter: float,
+    vertices: int,
+) -> np.ndarray:
+    """A superellipse round ``centre`` along the face's axes, its radius deformed by a smooth random jitter."""
     angles = np.linspace(0.0, 2.0 * math.pi, vertices, endpoint=False)
     # A smooth random radial deformation: a few low harmonics with random phases.
     deformation = np.zeros_like(angles)
     for harmonic in range(2, 6):
         deformation += rng.normal(0.0, 1.0 / harmonic) * np.cos(harmonic * angles + rng.uniform(0, 2 * math.pi))
     radius = 1.0 + jitter * deformation / max(np.abs(deformation).max(), 1e-6)
-    # A squarer oval than an ellipse (superellipse, exponent ~2.5): cheeks and jaw fill the corners more.
-    exponent = 2.0 / 2.5
+    exponent = 2.0 / squareness
     cos, sin = np.cos(angles), np.sin(angles)
     along_x = np.sign(cos) * np.abs(cos) ** exponent * half_width * radius
     along_y = np.sign(sin) * np.abs(sin) ** exponent * half_height * radius
-    return middle + along_x[:, None] * x_axis + along_y[:, None] * y_axis
+    return centre + along_x[:, None] * x_axis + along_y[:, None] * y_axis
 
 
 def face_mask(
     keypoints: np.ndarray, shape: tuple[int, int], rng: np.random.Generator, jitter: float = 0.08
 ) -> np.ndarray:
     """Soft blend mask ``(H, W)`` in [0, 1]: deformed face outline, randomly eroded, then blurred."""
-    height, width = shape
     outline = face_outline(keypoints, rng, jitter)
-    canvas = Image.new("L", (width, height), 0)
-    ImageDraw.Draw(canvas).polygon([tuple(point) for point in outline], fill=255)
     _, _, _, eye_distance, eye_mouth, _ = _face_frame(keypoints)
-    scale = max(eye_distance, eye_mouth)
+    return _soft_mask([outline], shape, max(eye_distance, eye_mouth), rng)
+
+
+FACE_PARTS = ("right_eye", "left_eye", "nose", "mouth")
+
+
+def part_outlines(keypoints: np.ndarray, parts: tuple[str, ...], rng: np.random.Generator, jitter: float = 0.08) -> list[np.ndarray]:
+    """Deformed ovals round the named facial parts (:data:`FACE_PARTS`), in image coordinates.
+
+    Sizes are shares of the eye distance, about what a composite that pastes an eye (with its brow), a nose or a
+    mouth would cover; each is scaled by a random 0.85-1.2.
+    """
+    eye_centre, x_axis, y_axis, eye_distance, eye_mouth, _ = _face_frame(keypoints)
+    right_eye, left_eye, nose, mouth = keypoints[:4]
+    # (centre, half width, half height) per part; the eyes reach up to the brows, the nose from between the eyes.
+    regions = {
+        "right_eye": (right_eye - y_axis * 0.08 * eye_mouth, 0.36 * eye_distance, 0.26 * eye_distance),
+        "left_eye": (left_eye - y_axis * 0.08 * eye_mouth, 0.36 * eye_distance, 0.26 * eye_distance),
+        "nose": ((eye_centre + nose) / 2.0 + y_axis * 0.1 * eye_mouth, 0.24 * eye_distance,
+                 0.5 * float(np.linalg.norm(nose - eye_centre)) + 0.12 * eye_distance),
+        "mouth": (mouth, 0.5 * eye_distance, 0.26 * eye_distance),
+    }
+    outlines = []
+    for part in parts:
+        centre, half_width, half_height = regions[part]
+        size = rng.uniform(0.85, 1.2)
+        outlines.append(_deformed_oval(centre, x_axis, y_axis, half_width * size, half_height * size, 2.0, rng, jitter, 32))
+    return outlines
+
+
+def part_mask(keypoints: np.ndarray, shape: tuple[int, int], rng: np.random.Generator, jitter: float = 0.08) -> np.ndarray:
+    """Soft blend mask ``(H, W)`` over a random non-empty subset of the facial parts, eroded and blurred."""
+    chosen = rng.random(len(FACE_PARTS)) < 0.5
+    if not chosen.any():
+        chosen[rng.integers(len(FACE_PARTS))] = True
+    parts = tuple(part for part, keep in zip(FACE_PARTS, chosen) if keep)
+    _, _, _, eye_distance, _, _ = _face_frame(keypoints)
+    # Parts are a third of the face's size: the edge's erosion and blur scale with them, not with the face.
+    return _soft_mask(part_outlines(keypoints, parts, rng, jitter), shape, 0.5 * eye_distance, rng)
+
+
+def _soft_mask(outlines: list[np.ndarray], shape: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Filled outlines, eroded and blurred by random shares of ``scale``, peak 1, tiny weights zeroed."""
+    height, width = shape
+    canvas = Image.new("L", (width, height), 0)
+    for outline in outlines:
+        ImageDraw.Draw(canvas).polygon([tuple(point) for point in outline], fill=255)
     # Erode by blurring and keeping only the fully covered core, then soften the edge: both amounts random,
     # so that the blending boundary is sometimes sharp and sometimes wide.
     first = canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.02, 0.15) * scale))
@@ -180,7 +244,11 @@ def self_blend(image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generato
     eye_centre, _, y_axis, eye_distance, eye_mouth, _ = _face_frame(keypoints)
     face_centre = eye_centre + y_axis * 0.5 * eye_mouth
     source = _misalign(source, face_centre, 2.0 * max(eye_distance, eye_mouth), spec, rng)
-    mask = face_mask(keypoints, image.shape[:2], rng, spec.mask_jitter)
+    # Only a spec with part blends draws the choice, so that whole-face runs keep their random stream.
+    if spec.parts > 0 and rng.random() < spec.parts:
+        mask = part_mask(keypoints, image.shape[:2], rng, spec.mask_jitter)
+    else:
+        mask = face_mask(keypoints, image.shape[:2], rng, spec.mask_jitter)
     mask = mask * np.float32(spec.blend_ratios[rng.integers(len(spec.blend_ratios))])
     mask[mask < _MASK_FLOOR] = 0.0
     weight = mask[:, :, None]
