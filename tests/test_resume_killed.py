@@ -22,14 +22,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from deepscan.media.synthetic import portrait, second_portrait
+from small_detectors import TRAINING_KWARGS
 
-# Detectors whose tensors follow the face size, built small (as tests/test_train_trainer.py builds them).
-SMALL_KWARGS = {
-    "pel": {"backbone": "efficientnet_b0"},
-    "mclcr": {"image_size": 32},
-    # perceptual: random (drawn from the run's seed at setup): the test needs no ImageNet checkpoint.
-    "ralf": {"image_size": 32, "width": 8, "blocks_per_scale": 1, "discriminator_width": 8, "perceptual": "random"},
-}
 
 RECIPE = """\
 detector: {{name: {name}, kwargs: {kwargs}}}
@@ -111,7 +105,7 @@ def weights_equal(first: Path, second: Path) -> bool:
 @pytest.mark.parametrize("name", ["faclue", "sficonv", "ralf", "pel", "mclcr"])
 def test_a_run_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted_weights(workspace, name):
     recipe = workspace / f"{name}.yaml"
-    recipe.write_text(RECIPE.format(name=name, kwargs=json.dumps(SMALL_KWARGS.get(name, {}))))
+    recipe.write_text(RECIPE.format(name=name, kwargs=json.dumps(TRAINING_KWARGS.get(name, {}))))
     straight, killed = workspace / "runs" / name / "straight", workspace / "runs" / name / "killed"
     uninterrupted = train(workspace, recipe, straight)  # side by side with the run to kill: they share nothing
     kill_after_first_checkpoint(train(workspace, recipe, killed), killed / "checkpoint.pt")

@@ -28,14 +28,8 @@ from deepscan.train.recipe import load_recipe
 from deepscan.train.trainer import TrainOptions, train
 from deepscan.weights import build_detector, load_weights, resolve_weights
 
-# Detectors whose tensors are sized by the face size, built for 32 px faces (the defaults are 256 px); PEL on
-# B0 trunks (same 7-stage layout as its B4) to keep the suite quick.
-SMALL_KWARGS = {
-    "pel": {"backbone": "efficientnet_b0"},
-    "mclcr": {"image_size": 32},
-    # perceptual: random: the tests need no ImageNet checkpoint for RALF's perceptual loss (eq. 6).
-    "ralf": {"image_size": 32, "width": 8, "blocks_per_scale": 1, "discriminator_width": 8, "perceptual": "random"},
-}
+from small_detectors import TRAINING_KWARGS
+
 
 RECIPE = """\
 detector: {{name: {name}, kwargs: {kwargs}}}
@@ -77,7 +71,7 @@ def workspace(tmp_path_factory):
 
 def write_recipe(workspace: Path, name: str, kwargs: dict | None = None, file: str | None = None) -> Path:
     path = workspace / (file or f"{name}.yaml")
-    path.write_text(RECIPE.format(name=name, kwargs=json.dumps(kwargs if kwargs is not None else SMALL_KWARGS.get(name, {}))))
+    path.write_text(RECIPE.format(name=name, kwargs=json.dumps(kwargs if kwargs is not None else TRAINING_KWARGS.get(name, {}))))
     return path
 
 
@@ -229,7 +223,7 @@ def test_a_resumed_run_with_other_epochs_keeps_its_cosine_plan_and_its_card_says
 def test_ralf_without_its_perceptual_checkpoint_stops_in_one_line_before_training(workspace):
     # A perceptual loss on random features measures nothing: no silent fallback to a random network. A relative
     # perceptual_path is read from the recipe's folder, like every path of a recipe.
-    kwargs = dict(SMALL_KWARGS["ralf"], perceptual="lite0", perceptual_path="pretrained/lite0.pth")
+    kwargs = dict(TRAINING_KWARGS["ralf"], perceptual="lite0", perceptual_path="pretrained/lite0.pth")
     output = workspace / "runs" / "ralf-no-perceptual"
     result = run_cli("train", write_recipe(workspace, "ralf", kwargs, file="ralf-lite0.yaml"), "-o", output)
     assert result.exit_code == 2
@@ -334,7 +328,7 @@ def separable_faces(workspace):
 def test_the_trainer_learns_a_separable_forgery(workspace, separable_faces, name):
     """A trainer that cannot learn (wrong labels, broken gradients, a frozen stream) fails here, not in a 3-hour run."""
     recipe_path = workspace / f"separable-{name}.yaml"
-    recipe_path.write_text(SEPARABLE_RECIPE.format(name=name, kwargs=json.dumps(SMALL_KWARGS.get(name, {}))))
+    recipe_path.write_text(SEPARABLE_RECIPE.format(name=name, kwargs=json.dumps(TRAINING_KWARGS.get(name, {}))))
     output = workspace / "runs" / f"separable-{name}"
     train(load_recipe(recipe_path), TrainOptions(output=output))
     losses = [json.loads(line)["train"]["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
