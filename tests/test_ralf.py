@@ -176,8 +176,11 @@ def test_training_step_updates_every_part_and_reports_finite_terms(detector):
     x, y = torch.rand(2, 3, SIZE, SIZE), torch.tensor([0, 1])
     out = detector.training_step(x, y, optimizers, progress=0.5)
 
-    expected = {"bce", "l1", "freq", "adv", "reconstruction", "emb", "emb_ramp", "con", "disc", "total"}
+    expected = {"bce", "l1", "freq", "adv", "reconstruction", "emb", "emb_ramp", "con", "disc", "total", "mask_spread"}
     assert set(out.terms) == expected
+    # The mask starts uniform; one step spreads its coefficients, and the next objective reports it.
+    assert out.terms["mask_spread"] == 0.0
+    assert detector.loss(x, y).terms["mask_spread"] > 0.0
     assert all(isinstance(v, float) and torch.isfinite(torch.tensor(v)) for v in out.terms.values()), out.terms
     assert out.terms["emb_ramp"] == 0.5
     assert out.logits.shape == (2,) and out.terms["con"] > 0

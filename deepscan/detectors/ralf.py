@@ -704,6 +704,10 @@ class RALF(Detector):
             "con": con.item(),
             "total": total.item(),
         }
+        # Whether the destructor learns at all: its mask starts at 0.5 everywhere and moves slowly at the paper's
+        # learning rate; the epoch log shows how far apart its coefficients have drifted.
+        mask = self.destructor.mask.detach()
+        terms["mask_spread"] = (mask.max() - mask.min()).item()
         return LossOutput(loss=total, logits=run.logits, terms=terms)
 
     def _imagenet_input(self, image: torch.Tensor) -> torch.Tensor:
