@@ -116,6 +116,25 @@ def test_the_markdown_card_says_whether_sbi_pseudo_fakes_were_used():
     assert "per real training face" not in card_markdown(without)
 
 
+def test_the_markdown_card_says_what_a_fine_tuned_run_started_from_and_its_part_blends():
+    import copy
+    import json
+    from pathlib import Path
+
+    from deepscan.train.shipping import card_markdown
+
+    card = json.loads((Path(__file__).resolve().parent.parent / "weights" / "faclue.card.json").read_text())
+    tuned = copy.deepcopy(card)
+    tuned.setdefault("start", {})["init"] = {"spec": "stage1.safetensors", "source": "stage1.safetensors", "sha256": "ab" * 32}
+    tuned["data"]["pseudo_fakes"] = {"ratio": 1.0, "parts": 0.4}
+    fresh = copy.deepcopy(tuned)
+    fresh["start"]["init"] = None
+    fresh["data"]["pseudo_fakes"] = {"ratio": 1.0, "parts": 0.0}
+    assert f"Fine-tuned from whole-detector weights with sha256 `{'ab' * 32}`" in card_markdown(tuned)
+    assert "40% of them blended over facial parts" in card_markdown(tuned)
+    assert "Fine-tuned from" not in card_markdown(fresh) and "facial parts" not in card_markdown(fresh)
+
+
 def test_the_ensembles_markdown_card_sets_it_beside_each_member_source_by_source():
     from deepscan.train.card_markdown import ensemble_markdown
 

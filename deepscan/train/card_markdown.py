@@ -40,12 +40,26 @@ def _data(card: dict) -> list[str]:
     return lines + [
         "",
         (f"Plus SBI pseudo-fakes (Shiohara and Yamasaki, CVPR 2022), {sbi['ratio']:g} per real training face, "
-         "made afresh each epoch; " if sbi.get("ratio") else "No SBI pseudo-fakes; ")
+         f"made afresh each epoch{_part_blends(sbi)}; " if sbi.get("ratio") else "No SBI pseudo-fakes; ")
         + f"{card['data']['train_entries']} training and {card['data']['val_entries']} validation "
         f"entries. Never trained on, at any stage: {', '.join(protocol.get('never_trained_on', [])) or '?'}; "
         f"partly held out (their test share): {', '.join(protocol.get('partly_held_out', [])) or 'none'}.",
         "",
     ]
+
+
+def _part_blends(sbi: dict) -> str:
+    share = sbi.get("parts") or 0
+    return f", {share:.0%} of them blended over facial parts (eyes, nose, mouth) only" if share else ""
+
+
+def _started_from(card: dict) -> str:
+    """Whole-detector weights the run started from (``--init``), which the recipe alone does not reproduce."""
+    init = (card.get("start") or {}).get("init")
+    if not init:
+        return ""
+    return (f" Fine-tuned from whole-detector weights with sha256 `{init['sha256']}` (given as `{init['spec']}`; "
+            "the recipe says where they come from), not from the ImageNet trunks alone.")
 
 
 def _training(card: dict) -> list[str]:
@@ -62,7 +76,7 @@ def _training(card: dict) -> list[str]:
         f"{schedule}, {training['seconds'] / 60:.0f} minutes on {training['device']} "
         f"({card.get('hardware', 'this project’s 2-core CPU')}); "
         f"checkpoint chosen on validation AUC: epoch {card['validation']['epoch']} "
-        f"(val AUC {format_number(card['validation']['metrics'].get('auc'))}).",
+        f"(val AUC {format_number(card['validation']['metrics'].get('auc'))}).{_started_from(card)}",
         "",
     ]
 
