@@ -108,7 +108,10 @@ def test_whole_face_blends_are_the_default_and_parts_a_recipe_choice(face):
     crop, keypoints = face
     default = self_blend(crop, keypoints, np.random.default_rng(7))
     no_parts = self_blend(crop, keypoints, np.random.default_rng(7), SBISpec(parts=0.0))
+    all_parts = self_blend(crop, keypoints, np.random.default_rng(7), SBISpec(parts=1.0))
     assert np.array_equal(default.mask, no_parts.mask)
+    # A part blend covers less of the face than the whole-face blend the default draws.
+    assert all_parts.mask.sum() < 0.8 * default.mask.sum()
     assert SBISpec().parts == 0.0
     with pytest.raises(ValueError):
         SBISpec(parts=1.5)
