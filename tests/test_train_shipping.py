@@ -125,12 +125,14 @@ def test_the_markdown_card_says_what_a_fine_tuned_run_started_from_and_its_part_
 
     card = json.loads((Path(__file__).resolve().parent.parent / "weights" / "faclue.card.json").read_text())
     tuned = copy.deepcopy(card)
-    tuned.setdefault("start", {})["init"] = {"spec": "stage1.safetensors", "source": "stage1.safetensors", "sha256": "ab" * 32}
+    stage1 = str(Path("/home/someone/runs/stage1.safetensors"))
+    tuned.setdefault("start", {})["init"] = {"spec": stage1, "source": stage1, "sha256": "ab" * 32}
     tuned["data"]["pseudo_fakes"] = {"ratio": 1.0, "parts": 0.4}
     fresh = copy.deepcopy(tuned)
     fresh["start"]["init"] = None
     fresh["data"]["pseudo_fakes"] = {"ratio": 1.0, "parts": 0.0}
     assert f"Fine-tuned from whole-detector weights with sha256 `{'ab' * 32}`" in card_markdown(tuned)
+    assert "(given as `stage1.safetensors`;" in card_markdown(tuned) and "someone" not in card_markdown(tuned)
     assert "40% of them blended over facial parts" in card_markdown(tuned)
     assert "Fine-tuned from" not in card_markdown(fresh) and "facial parts" not in card_markdown(fresh)
 

@@ -4,6 +4,7 @@ never disagree: one builder per section, each a list of lines."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def _header(card: dict) -> list[str]:
@@ -58,7 +59,10 @@ def _started_from(card: dict) -> str:
     init = (card.get("start") or {}).get("init")
     if not init:
         return ""
-    return (f" Fine-tuned from whole-detector weights with sha256 `{init['sha256']}` (given as `{init['spec']}`; "
+    spec = init["spec"]
+    # A path on the training machine means nothing to a reader: its file name and sha256 identify the weights.
+    given = spec if spec == "shipped" or spec.startswith("hf://") else Path(spec).name
+    return (f" Fine-tuned from whole-detector weights with sha256 `{init['sha256']}` (given as `{given}`; "
             "the recipe says where they come from), not from the ImageNet trunks alone.")
 
 
