@@ -425,7 +425,8 @@ def test_linking_depends_on_the_scene_not_on_where_when_or_how_large(frames, dx,
         for time_s, faces in frames
     ]
     moved_ids, _ = run_tracker(moved_frames)
-    assert moved_ids == ids
+    # Compared as groups of faces, not id numbers: two identical faces in one frame may swap ids (a tie).
+    assert grouping(frames, moved_ids) == grouping(frames, ids)
 
 
 @settings(max_examples=400, deadline=None)  # faces competing for one track are a small share of the scenes
