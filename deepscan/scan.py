@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from deepscan.catalog import DEFAULT_METHOD
 from deepscan.kept_faces import KeepFaces, KeptFaces, attach_views
 from deepscan.media import open_media
 from deepscan.media.checksums import Checksums
@@ -62,7 +63,7 @@ FrameProgress = Callable[[Path, FileResult], None]
 
 @dataclass(frozen=True)
 class ScanOptions:
-    method: str = "faclue"
+    method: str = DEFAULT_METHOD
     weights: str | None = None
     fps: float = 2.0
     every_frame: bool = False

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from deepscan.catalog import DEFAULT_METHOD
 from deepscan.cli import app
 from deepscan.weights import sha256_file
 
@@ -48,7 +49,7 @@ def test_scan_video_writes_a_versioned_report(tmp_path, portrait_clip, untrained
     report = json.loads(report_path.read_text())
     assert report["schema"] == "deepscan.scan-report" and report["schema_version"] == 1
     custody = report["custody"]
-    assert custody["detector"]["name"] == "faclue"
+    assert custody["detector"]["name"] == DEFAULT_METHOD
     assert custody["weights"] == {"source": "none", "path": None, "sha256": None, "trained": False}
     assert custody["parameters"]["threshold"] is None  # not given: the card's, else 0.5
     assert custody["decision"]["threshold"] == 0.5 and custody["decision"]["threshold_source"] == "default"
@@ -158,6 +159,21 @@ def test_models_lists_every_detector_as_json():
         pel = next(row for row in rows if row["name"] == "pel")
         assert pel["input_size"] == 224 and pel["parameters"] > 35e6
     assert rows[-1]["members"] == shipped and rows[-1]["weights_available"] is bool(shipped)
+    # Exactly one default, and one with trained weights: a default scan must never say "untrained".
+    assert [row["name"] for row in rows if row["default"]] == [DEFAULT_METHOD] and DEFAULT_METHOD in shipped
+
+
+def test_scan_and_explain_default_to_the_catalogs_default_method():
+    import inspect
+
+    from deepscan.scan import ScanOptions
+
+    assert ScanOptions().method == DEFAULT_METHOD
+    assert f"without --method, scan and explain use {DEFAULT_METHOD}" in " ".join(run("models").stdout.split())
+    assert f"else {DEFAULT_METHOD}" in " ".join(run("explain", "--help").stdout.split())
+    from deepscan.cli.scan import scan
+
+    assert inspect.signature(scan).parameters["method"].default == DEFAULT_METHOD
 
 
 def test_ctrl_c_keeps_the_results_so_far_and_marks_them(tmp_path, portrait_clip, monkeypatch):

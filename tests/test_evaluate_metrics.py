@@ -88,6 +88,37 @@ def test_bootstrap_by_video_is_wider_than_by_frame_when_frames_repeat():
     assert by_video[1] - by_video[0] > 1.5 * (by_frame[1] - by_frame[0])
 
 
+def test_paired_difference_sees_what_overlapping_intervals_hide():
+    # Two detectors that share most of their errors (hard faces are hard for both) and differ a little: each one's
+    # own interval overlaps the other's, yet resampling them together shows the better one is better.
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 300)
+    shared = rng.normal(0.0, 1.0, 600) + 0.8 * labels
+    better, worse = shared + 0.3 * labels + rng.normal(0, 0.2, 600), shared + rng.normal(0, 0.2, 600)
+    value, low, high = metrics.paired_auc_difference(labels, better, worse, resamples=300)
+    assert value == pytest.approx(metrics.auc(labels, better) - metrics.auc(labels, worse))
+    assert 0 < low < value < high
+    own_better = metrics.bootstrap_auc_ci(labels, better, resamples=300)
+    own_worse = metrics.bootstrap_auc_ci(labels, worse, resamples=300)
+    assert own_better[0] < own_worse[1]  # the separate intervals overlap
+    assert metrics.paired_auc_difference(labels, worse, better, resamples=300)[2] < 0  # and it is signed
+    assert metrics.paired_auc_difference(labels, better, better, resamples=50) == (0.0, 0.0, 0.0)
+    assert metrics.paired_auc_difference([1, 1], [0.2, 0.9], [0.1, 0.3]) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        metrics.paired_auc_difference(labels, better, worse[:-1])
+
+
+def test_paired_difference_resamples_whole_groups():
+    rng = np.random.default_rng(1)
+    video_labels = np.repeat([0, 1], 6)
+    a, b = rng.normal(0, 1, 12) + video_labels, rng.normal(0, 1, 12) + video_labels
+    labels, a, b = np.repeat(video_labels, 15), np.repeat(a, 15), np.repeat(b, 15)
+    groups = np.repeat([f"v{i}" for i in range(12)], 15)
+    _, low_frames, high_frames = metrics.paired_auc_difference(labels, a, b, resamples=300)
+    _, low_videos, high_videos = metrics.paired_auc_difference(labels, a, b, groups, resamples=300)
+    assert high_videos - low_videos > 1.5 * (high_frames - low_frames)
+
+
 def test_summary_reports_val_accuracy_only_with_a_val_threshold():
     plain = metrics.summarize(LABELS, SCORES, bootstrap=0)
     assert "acc@val" not in plain and plain["auc_ci95"] is None

@@ -154,3 +154,38 @@ def test_the_ensembles_markdown_card_sets_it_beside_each_member_source_by_source
     assert "| swaps | clean | 0.750 (2.0 %) | 0.800 (10.0 %) | 0.600 (1.0 %) |" in markdown
     assert "| photos | clean | 0.550 (0.0 %) | not measured | 0.500 (20.0 %) |" in markdown
     assert "Verdict threshold 0.6100" in markdown and "`a` (`a.md`), `b` (`b.md`)" in markdown
+
+
+def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from deepscan.evaluate.metrics import auc
+    from deepscan.train.shipping import compare
+
+    splits, out = tmp_path / "splits", tmp_path / "eval"
+    splits.mkdir()
+    rng = np.random.default_rng(0)
+    frames = [(f"/data/{kind}/v{video}/f{frame}.jpg", int(kind == "fake"), f"v{video}")
+              for kind in ("real", "fake") for video in range(6) for frame in range(4)]
+    with (splits / "demos.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group", "split"])
+        writer.writerows([path, "fake" if label else "real", group, "test"] for path, label, group in frames)
+    scores = {"good": [label + rng.normal(0, 0.5) for _, label, _ in frames],
+              "poor": [rng.normal(0, 0.5) for _ in frames]}
+    for name, values in scores.items():
+        folder = out / name / "cross_source_deepfacelive"
+        folder.mkdir(parents=True)
+        with (folder / "scores.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["condition", "perturbation", "strength", "media", "frame", "label", "score"])
+            writer.writerows(["clean", "none", 0, path, 0, label, score] for (path, label, _), score in zip(frames, values))
+    [line] = compare("good", "poor", out, splits, resamples=200)
+    labels = [label for _, label, _ in frames]
+    expected = auc(labels, scores["good"]) - auc(labels, scores["poor"])
+    assert line.startswith(f"cross_source_deepfacelive clean: AUC good - poor = {expected:+.3f} [")
+    # A video's real and fake halves share its group, as in the DeepFaceLive demos: 6 groups of 8 faces.
+    assert "(48 faces, 6 groups resampled whole)" in line
+    assert compare("good", "absent", out, splits) == []

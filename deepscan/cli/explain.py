@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from deepscan.catalog import DEFAULT_METHOD
 from deepscan.cli.app import app
 from deepscan.cli.console import err, fail, out
 from deepscan.errors import EXIT_INCOMPLETE
@@ -32,7 +33,7 @@ def explain(
         "in this folder (or --from).",
     ),
     method: Optional[str] = typer.Option(
-        None, "--method", "-m", help="Detector (see `deepscan models`). Default: the report's, else faclue."
+        None, "--method", "-m", help=f"Detector (see `deepscan models`). Default: the report's, else {DEFAULT_METHOD}."
     ),
     out_dir: Path = typer.Option(Path("deepscan-explain"), "--out", help="Folder for the PNGs."),
     cam: str = typer.Option("gradcam", "--cam", help="gradcam, gradcam++, hirescam or layercam."),
@@ -57,7 +58,7 @@ def explain(
     report, report_path = _report_to_explain(input_path, from_report, method)
     if report is not None:
         method, weights = _method_and_weights_of(report, report_path, method, weights)
-    method = method or "faclue"
+    method = method or DEFAULT_METHOD
     if method == "ensemble":
         fail("explain works on one detector: pass --method NAME (`deepscan models` lists the ensemble's members)")
     raise typer.Exit(_run_explain(input_path, method, weights, out_dir, cam, seconds, report, report_path,

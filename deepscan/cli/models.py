@@ -33,6 +33,10 @@ def _table(rows: list[dict]) -> Table:
     table.add_column("parameters", justify="right", no_wrap=True, min_width=10)
     table.add_column("GFLOP/face", justify="right", no_wrap=True, min_width=10)
     table.add_column("weights", overflow="fold", min_width=9)
+    default = next((row["name"] for row in rows if row.get("default")), None)
+    if default:
+        table.caption = f"without --method, scan and explain use {default}"
+        table.caption_justify = "left"
     for row in rows:
         status = row["weights"]
         colour = "green" if row["weights_available"] else "yellow" if status == "on the hub" else "magenta"

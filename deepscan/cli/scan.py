@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 import typer
 from rich.markup import escape
 
+from deepscan.catalog import DEFAULT_METHOD
 from deepscan.cli.app import app
 from deepscan.cli.console import err, fail
 from deepscan.cli.summary import print_file_line, print_summary
@@ -103,7 +104,7 @@ class ScanRequest:
     )
 )
 def scan(
-    inputs: Inputs, method: Method = "faclue", weights: Weights = None, fps: Fps = 2.0, every_frame: EveryFrame = False,
+    inputs: Inputs, method: Method = DEFAULT_METHOD, weights: Weights = None, fps: Fps = 2.0, every_frame: EveryFrame = False,
     batch_size: BatchSize = None, device: Device = "auto", runtime: Runtime = "auto", precision: Precision = "auto",
     threshold: Threshold = None, min_face_score: MinFaceScore = 0.5, face_search: FaceSearch = "guided",
     tile: Tile = True, json_out: JsonOut = None, report_dir: ReportDir = None, pdf: Pdf = False,

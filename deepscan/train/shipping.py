@@ -3,6 +3,7 @@
     python -m deepscan.train.shipping ship RUN_DIR RECIPE [--into weights]
     python -m deepscan.train.shipping evaluate NAME        (NAME: a shipped detector, or ensemble)
     python -m deepscan.train.shipping ensemble
+    python -m deepscan.train.shipping compare FIRST SECOND (paired AUC differences on the evaluations both ran)
 
 1. the run's selected weights are written as fp16 safetensors (half the size; the scanner computes in float32);
 2. the validation faces of the recipe (the split the checkpoint was chosen on, never test data) are scored by
@@ -295,6 +296,60 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         write_markdown(card_path)
 
 
+def _groups_by_path(splits: Path) -> dict[str, str]:
+    """Each media path of the protocol's split CSVs with its group (a video, an original and its fakes)."""
+    import csv
+
+    groups = {}
+    for table in sorted(splits.glob("*.csv")):
+        with table.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("path") and row.get("group"):
+                    groups[row["path"]] = f"{table.stem}:{row['group']}"
+    return groups
+
+
+def _scores_by_condition(path: Path) -> dict[str, dict[tuple[str, str], tuple[int, float]]]:
+    """An evaluation's scores.csv: per condition ("clean", "h264@28"), each face's (label, score)."""
+    import csv
+
+    conditions: dict[str, dict] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            condition = "clean" if row["condition"] == "clean" else f"{row['perturbation']}@{row['strength']}"
+            conditions.setdefault(condition, {})[(row["media"], row["frame"])] = (int(row["label"]), float(row["score"]))
+    return conditions
+
+
+def compare(first: str, second: str, out: Path, splits: Path, resamples: int = 1000) -> list[str]:
+    """AUC of ``first`` minus ``second`` on each evaluation of the plan that both ran (``evaluate``'s outputs under
+    ``out``), on the faces both scored, with a paired bootstrap interval that resamples whole groups of the split
+    CSVs (the frames of one video together)."""
+    from deepscan.evaluate.metrics import has_both_classes, paired_auc_difference
+
+    groups = _groups_by_path(splits)
+    lines = []
+    for key, (_files, options) in EVALUATION_PLAN.items():
+        paths = [out / name / key / "scores.csv" for name in (first, second)]
+        if not all(path.is_file() for path in paths):
+            continue
+        first_scores, second_scores = (_scores_by_condition(path) for path in paths)
+        for condition, a in first_scores.items():
+            if condition == "clean" and options:  # a robustness run's clean half repeats its clean evaluation
+                continue
+            b = second_scores.get(condition, {})
+            faces = sorted(set(a) & set(b))
+            labels = [a[face][0] for face in faces]
+            if not has_both_classes(labels):
+                continue
+            units = [groups.get(media, media) for media, _ in faces]
+            value, low, high = paired_auc_difference(labels, [a[f][1] for f in faces], [b[f][1] for f in faces], units,
+                                                     resamples=resamples)
+            lines.append(f"{key} {condition}: AUC {first} - {second} = {value:+.3f} [{low:+.3f}, {high:+.3f}] "
+                         f"({len(faces)} faces, {len(set(units))} groups resampled whole)")
+    return lines
+
+
 def write_markdown(card_path: Path) -> None:
     """``<name>.md`` beside ``<name>.card.json``; the ensemble's compares it with its members' cards."""
     card = json.loads(card_path.read_text())
@@ -326,6 +381,11 @@ def main() -> None:
     failures_parser = commands.add_parser("failures", help="record what the detector fails on (read off the results)")
     failures_parser.add_argument("card", type=Path)
     failures_parser.add_argument("text", nargs="+", help="one failure mode each")
+    compare_parser = commands.add_parser("compare", help="paired AUC differences of two detectors (95 %% bootstrap)")
+    compare_parser.add_argument("first")
+    compare_parser.add_argument("second")
+    compare_parser.add_argument("--splits", type=Path, default=Path("local/splits"), help="the protocol's split CSVs")
+    compare_parser.add_argument("--out", type=Path, default=Path("local/eval"), help="evaluation outputs")
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
@@ -340,6 +400,9 @@ def main() -> None:
         print(ship_ensemble(args.into))
     elif args.command == "evaluate":
         evaluate_shipped(args.name, args.into, args.splits, args.out, args.only)
+    elif args.command == "compare":
+        print("\n".join(compare(args.first, args.second, args.out, args.splits))
+              or f"no evaluation that both {args.first} and {args.second} ran under {args.out}")
     else:
         write_markdown(args.card)
 
