@@ -104,6 +104,11 @@ def test_paired_difference_sees_what_overlapping_intervals_hide():
     assert metrics.paired_auc_difference(labels, worse, better, resamples=300)[2] < 0  # and it is signed
     assert metrics.paired_auc_difference(labels, better, better, resamples=50) == (0.0, 0.0, 0.0)
     assert metrics.paired_auc_difference([1, 1], [0.2, 0.9], [0.1, 0.3]) is None
+    # One group of each class: a resample that draws one group twice holds one class only (seed 0's single draw
+    # does), and with no usable resample there is no interval.
+    assert metrics.paired_auc_difference([0, 1], [0.2, 0.9], [0.1, 0.3], ["r", "f"], resamples=1, seed=0) is None
+    assert metrics.paired_auc_difference([0, 1], [0.2, 0.9], [0.1, 0.3], ["r", "f"], resamples=1, seed=2) == (
+        0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="differ in length"):
         metrics.paired_auc_difference(labels, better, worse[:-1])
 

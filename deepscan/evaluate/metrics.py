@@ -215,8 +215,10 @@ def paired_auc_difference(
     def difference(chosen: np.ndarray) -> float:
         return roc_auc_score(labels[chosen], scores_a[chosen]) - roc_auc_score(labels[chosen], scores_b[chosen])
 
-    low, high = _percentile_bootstrap(labels, difference, groups, resamples, level, seed)
-    return float(difference(np.arange(len(labels)))), low, high
+    interval = _percentile_bootstrap(labels, difference, groups, resamples, level, seed)
+    if interval is None:  # no resample held both classes (one group of each, say)
+        return None
+    return float(difference(np.arange(len(labels)))), *interval
 
 
 def summarize(

@@ -343,8 +343,11 @@ def compare(first: str, second: str, out: Path, splits: Path, resamples: int = 1
             if not has_both_classes(labels):
                 continue
             units = [groups.get(media, media) for media, _ in faces]
-            value, low, high = paired_auc_difference(labels, [a[f][1] for f in faces], [b[f][1] for f in faces], units,
-                                                     resamples=resamples)
+            difference = paired_auc_difference(labels, [a[f][1] for f in faces], [b[f][1] for f in faces], units,
+                                               resamples=resamples)
+            if difference is None:
+                continue
+            value, low, high = difference
             lines.append(f"{key} {condition}: AUC {first} - {second} = {value:+.3f} [{low:+.3f}, {high:+.3f}] "
                          f"({len(faces)} faces, {len(set(units))} groups resampled whole)")
     return lines
