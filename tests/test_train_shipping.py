@@ -181,7 +181,8 @@ def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path)
         with (folder / "scores.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["condition", "perturbation", "strength", "media", "frame", "label", "score"])
-            writer.writerows(["clean", "none", 0, path, 0, label, score] for (path, label, _), score in zip(frames, values))
+            writer.writerows(["clean", "none", 0, path, 0, label, score]
+                             for (path, label, _), score in zip(frames, values))
     [line] = compare("good", "poor", out, splits, resamples=200)
     labels = [label for _, label, _ in frames]
     expected = auc(labels, scores["good"]) - auc(labels, scores["poor"])

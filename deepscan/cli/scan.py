@@ -104,7 +104,8 @@ class ScanRequest:
     )
 )
 def scan(
-    inputs: Inputs, method: Method = DEFAULT_METHOD, weights: Weights = None, fps: Fps = 2.0, every_frame: EveryFrame = False,
+    inputs: Inputs, method: Method = DEFAULT_METHOD, weights: Weights = None, fps: Fps = 2.0,
+    every_frame: EveryFrame = False,
     batch_size: BatchSize = None, device: Device = "auto", runtime: Runtime = "auto", precision: Precision = "auto",
     threshold: Threshold = None, min_face_score: MinFaceScore = 0.5, face_search: FaceSearch = "guided",
     tile: Tile = True, json_out: JsonOut = None, report_dir: ReportDir = None, pdf: Pdf = False,

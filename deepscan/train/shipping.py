@@ -317,7 +317,8 @@ def _scores_by_condition(path: Path) -> dict[str, dict[tuple[str, str], tuple[in
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             condition = "clean" if row["condition"] == "clean" else f"{row['perturbation']}@{row['strength']}"
-            conditions.setdefault(condition, {})[(row["media"], row["frame"])] = (int(row["label"]), float(row["score"]))
+            face = (row["media"], row["frame"])
+            conditions.setdefault(condition, {})[face] = (int(row["label"]), float(row["score"]))
     return conditions
 
 
