@@ -171,6 +171,13 @@ def test_evaluate_command_two_methods_with_perturbation(tmp_path, face_folder, u
     clean = results["methods"][0]["conditions"]["clean"]
     assert clean["frame"]["n_real"] == 2 and clean["frame"]["n_fake"] == 2
     assert "jpeg@50" in results["methods"][0]["conditions"]
+    # real/hopper.png and fake/hopper.png (made from it) are one group, resampled whole: 2 units, not 4 files, at
+    # the frame level and the file level alike; scores.csv names each face's group.
+    assert clean["frame"]["auc_ci95_units"] == 2 and clean["video_median"]["auc_ci95_units"] == 2
+    with open(out / "scores.csv") as handle:
+        groups = {row["media"]: row["group"] for row in csv.DictReader(handle)}
+    assert len(groups) == 4 and len(set(groups.values())) == 2
+    assert len({groups[str((face_folder / kind / "hopper.png").resolve())] for kind in ("real", "fake")}) == 1
     first_scores = (out / "scores.csv").read_text()
     # Re-run: the trained detector's scores all come from the cache, so they are identical.
     again = runner.invoke(app, [*args, "--out", str(tmp_path / "again")])

@@ -10,7 +10,7 @@ from PIL import Image
 from deepscan.calibration import Calibration
 from deepscan.detectors.base import Detector, DetectorConfig
 from deepscan.evaluate import samples as runner_samples
-from deepscan.evaluate.runner import aggregate_videos, evaluate_method
+from deepscan.evaluate.runner import LEVELS, aggregate_videos, evaluate_method
 from deepscan.evaluate.samples import Sample
 from deepscan.evaluate.scores import ScoreCache, logit_cache_key, sample_logits
 
@@ -57,6 +57,27 @@ def test_video_scores_group_by_media_file_not_by_folder_or_name():
     three = samples[:1] + samples[2:3] + [Sample("k9", "d", "/x/real/a.mp4", 0, "real", 9, Path("u"), np.zeros((6, 2)))]
     _, _, medians = aggregate_videos(three, np.array([0.1, 0.2, 0.9]), "video_median")
     assert medians == pytest.approx([0.2])  # the scan's track aggregate: median, not mean (0.4)
+
+
+def test_the_bootstrap_resamples_a_samples_group_whole_at_every_level(samples):
+    from dataclasses import replace
+
+    # Frames that are files of their own (as the DeepFaceLive frames are) but one group per source video.
+    grouped = [replace(sample, video=f"{sample.video}#{sample.frame_index}", group=f"g{sample.label}{index % 2}")
+               for index, sample in enumerate(samples)]
+    run = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, grouped, [], ScoreCache(None),
+                          bootstrap=30)
+    for level in LEVELS:
+        assert run.results["clean"][level]["auc_ci95_units"] == 4, level
+    # Without a group each media file is its own unit.
+    ungrouped = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, samples, [], ScoreCache(None),
+                                bootstrap=30)
+    assert ungrouped.results["clean"]["frame"]["auc_ci95_units"] == 4
+    assert ungrouped.results["clean"]["video_mean"]["auc_ci95_units"] == 4
+    separate = [replace(sample, video=f"{sample.video}#{sample.frame_index}") for sample in samples]
+    one_per_file = evaluate_method(BrightnessDetector(), "brightness", {"sha256": None}, separate, [],
+                                   ScoreCache(None), bootstrap=30)
+    assert one_per_file.results["clean"]["frame"]["auc_ci95_units"] == 8
 
 
 def test_scores_are_cached_per_model_sample_and_condition(tmp_path, samples):

@@ -1,6 +1,7 @@
 """Shipping a run: fp16 weights that keep their metadata, and the reliable range read off degraded faces."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
@@ -156,7 +157,8 @@ def test_the_ensembles_markdown_card_sets_it_beside_each_member_source_by_source
     assert "Verdict threshold 0.6100" in markdown and "`a` (`a.md`), `b` (`b.md`)" in markdown
 
 
-def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path):
+@pytest.mark.parametrize("groups_from", ["split CSVs", "scores.csv"])
+def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path, groups_from):
     import csv
 
     import numpy as np
@@ -169,10 +171,11 @@ def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path)
     rng = np.random.default_rng(0)
     frames = [(f"/data/{kind}/v{video}/f{frame}.jpg", int(kind == "fake"), f"v{video}")
               for kind in ("real", "fake") for video in range(6) for frame in range(4)]
-    with (splits / "demos.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "group", "split"])
-        writer.writerows([path, "fake" if label else "real", group, "test"] for path, label, group in frames)
+    if groups_from == "split CSVs":  # a scores.csv written before it had a group column
+        with (splits / "demos.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "group", "split"])
+            writer.writerows([path, "fake" if label else "real", group, "test"] for path, label, group in frames)
     scores = {"good": [label + rng.normal(0, 0.5) for _, label, _ in frames],
               "poor": [rng.normal(0, 0.5) for _ in frames]}
     for name, values in scores.items():
@@ -180,9 +183,11 @@ def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path)
         folder.mkdir(parents=True)
         with (folder / "scores.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["condition", "perturbation", "strength", "media", "frame", "label", "score"])
-            writer.writerows(["clean", "none", 0, path, 0, label, score]
-                             for (path, label, _), score in zip(frames, values))
+            group_column = ["group"] if groups_from == "scores.csv" else []
+            writer.writerow(["condition", "perturbation", "strength", "media", *group_column, "frame", "label",
+                             "score"])
+            writer.writerows(["clean", "none", 0, path, *([group] if group_column else []), 0, label, score]
+                             for (path, label, group), score in zip(frames, values))
     [line] = compare("good", "poor", out, splits, resamples=200)
     labels = [label for _, label, _ in frames]
     expected = auc(labels, scores["good"]) - auc(labels, scores["poor"])

@@ -240,6 +240,9 @@ def summarize(
         "n_fake": int((labels == 1).sum()),
         "auc": auc(labels, scores),
         "auc_ci95": bootstrap_auc_ci(labels, scores, groups, resamples=bootstrap, seed=seed),
+        # How many units the interval resampled: fewer than n when groups (videos, an original with its fakes) are
+        # drawn whole, and the interval is as wide as those few units make it.
+        "auc_ci95_units": int(len(set(groups))) if groups is not None else int(len(labels)),
         "ap": average_precision(labels, scores),
         "eer": equal_error_rate(labels, scores),
         "acc@0.5": accuracy(labels, scores, 0.5),

@@ -136,7 +136,7 @@ def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sa
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "weights_sha256", "condition", "perturbation", "strength", "dataset", "media",
-                         "frame", "label", "manipulation", "sample", "score", "logit",
+                         "group", "frame", "label", "manipulation", "sample", "score", "logit",
                          *(f"p_fake_{name}" for name in member_names)])
         for run in runs:
             for name, scores in run.scores.items():
@@ -146,7 +146,7 @@ def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sa
                 for index, (sample, score, logit) in enumerate(zip(samples, scores, logits)):
                     members = [f"{by_member[m][index]:.6f}" if m in by_member else "" for m in member_names]
                     writer.writerow([run.method, run.weights.get("sha256") or "", name, perturbation, f"{strength:g}",
-                                     sample.dataset, sample.video, sample.frame_index, sample.label,
+                                     sample.dataset, sample.video, sample.resampling_unit, sample.frame_index, sample.label,
                                      sample.manipulation, sample.key, f"{score:.6f}", f"{logit:.6f}", *members])
     return path
 

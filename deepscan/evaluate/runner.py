@@ -66,11 +66,13 @@ LEVELS = ("frame", *VIDEO_AGGREGATES)
 
 
 def level_arrays(samples: Sequence[Sample], scores: np.ndarray, level: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(labels, scores, video of each unit) at ``level``."""
+    """(labels, scores, resampling unit of each) at ``level``: the unit is the sample's group (see ``Sample``), which
+    a bootstrap draws whole at the frame level and at the video levels alike."""
     if level == "frame":
-        return np.array([s.label for s in samples], dtype=np.int64), scores, [s.video for s in samples]
+        return np.array([s.label for s in samples], dtype=np.int64), scores, [s.resampling_unit for s in samples]
     videos, labels, values = aggregate_videos(samples, scores, level)
-    return labels, values, videos
+    unit_of_video = {s.video: s.resampling_unit for s in samples}
+    return labels, values, [unit_of_video[video] for video in videos]
 
 
 def thresholds_from_val(val_samples: Sequence[Sample], val_scores: np.ndarray) -> dict[str, float]:
@@ -95,13 +97,13 @@ def level_metrics(
 ) -> dict:
     result = {}
     for level in LEVELS:
-        labels, values, videos = level_arrays(samples, scores, level)
+        labels, values, units = level_arrays(samples, scores, level)
         entry = metrics.summarize(
             labels,
             values,
             val_threshold=thresholds[level] if thresholds else None,
             card_threshold=card_threshold if level in CARD_THRESHOLD_LEVELS else None,
-            groups=videos if level == "frame" else None,
+            groups=units,
             bootstrap=bootstrap,
             seed=seed,
         )

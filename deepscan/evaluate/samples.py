@@ -76,6 +76,13 @@ class Sample:
     frame_index: int
     face_path: Path  # cached crop (PNG)
     keypoints: np.ndarray = field(compare=False, repr=False)
+    # What the bootstrap resamples whole: the source's group (a DFDC original with its fakes, one DeepFaceLive video
+    # whose frames are files of their own). Empty: the media file alone.
+    group: str = ""
+
+    @property
+    def resampling_unit(self) -> str:
+        return self.group or self.video
 
 
 @dataclass
@@ -139,6 +146,7 @@ def collect_samples(
                     frame_index=face.frame_index,
                     face_path=face.path,
                     keypoints=face.keypoints,
+                    group=f"{dataset}|{item.group}",
                 )
             )
     return result

@@ -135,7 +135,9 @@ def _results(card: dict) -> list[str]:
         "## Results",
         "",
         "Each row is one `deepscan evaluate` run (command below the table); video level is the scan's median per "
-        "media file. Rates are at the shipped threshold.",
+        "media file. Rates are at the shipped threshold. The 95 % interval is a percentile bootstrap "
+        "that draws whole groups: a DFDC original with its fakes, a DeepFaceLive video's frames, a single file where "
+        "the source has no groups.",
         "",
         "| evaluation | condition | frame AUC [95 % CI] | video AUC | frame EER | real faces called fake | fakes caught |",
         "|---|---|---|---|---|---|---|",

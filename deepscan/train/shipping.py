@@ -309,8 +309,9 @@ def _groups_by_path(splits: Path) -> dict[str, str]:
     return groups
 
 
-def _scores_by_condition(path: Path) -> dict[str, dict[tuple[str, str], tuple[int, float]]]:
-    """An evaluation's scores.csv: per condition ("clean", "h264@28"), each face's (label, score)."""
+def _scores_by_condition(path: Path) -> dict[str, dict[tuple[str, str], tuple[int, float, str]]]:
+    """An evaluation's scores.csv: per condition ("clean", "h264@28"), each face's (label, score, group); the group
+    is empty in a scores.csv written before it had the column."""
     import csv
 
     conditions: dict[str, dict] = {}
@@ -318,14 +319,14 @@ def _scores_by_condition(path: Path) -> dict[str, dict[tuple[str, str], tuple[in
         for row in csv.DictReader(handle):
             condition = "clean" if row["condition"] == "clean" else f"{row['perturbation']}@{row['strength']}"
             face = (row["media"], row["frame"])
-            conditions.setdefault(condition, {})[face] = (int(row["label"]), float(row["score"]))
+            conditions.setdefault(condition, {})[face] = (int(row["label"]), float(row["score"]), row.get("group", ""))
     return conditions
 
 
 def compare(first: str, second: str, out: Path, splits: Path, resamples: int = 1000) -> list[str]:
     """AUC of ``first`` minus ``second`` on each evaluation of the plan that both ran (``evaluate``'s outputs under
-    ``out``), on the faces both scored, with a paired bootstrap interval that resamples whole groups of the split
-    CSVs (the frames of one video together)."""
+    ``out``), on the faces both scored, with a paired bootstrap interval that resamples whole groups (the frames of one
+    video together): scores.csv's group column, or for an older scores.csv the split CSVs' group."""
     from deepscan.evaluate.metrics import has_both_classes, paired_auc_difference
 
     groups = _groups_by_path(splits)
@@ -343,7 +344,7 @@ def compare(first: str, second: str, out: Path, splits: Path, resamples: int = 1
             labels = [a[face][0] for face in faces]
             if not has_both_classes(labels):
                 continue
-            units = [groups.get(media, media) for media, _ in faces]
+            units = [a[face][2] or groups.get(face[0], face[0]) for face in faces]
             difference = paired_auc_difference(labels, [a[f][1] for f in faces], [b[f][1] for f in faces], units,
                                                resamples=resamples)
             if difference is None:
