@@ -321,6 +321,20 @@ def test_unknown_perceptual_network_or_backbone_is_refused_by_name():
         RALF(**dict(TINY, perceptual="alexnet"))
     with pytest.raises(TypeError, match="backbone must be one of legacy_xception"):
         RALF(**dict(TINY, backbone="resnet50"))
+    with pytest.raises(TypeError, match="classifier_pool must be one of max, avg"):
+        RALF(**dict(TINY, classifier_pool="sum"))
+
+
+@pytest.mark.parametrize("pool, reduce", [("max", lambda f: f.amax(dim=(2, 3))), ("avg", lambda f: f.mean(dim=(2, 3)))])
+def test_the_classifier_pools_its_features_as_asked(pool, reduce):
+    torch.manual_seed(0)
+    detector = create_detector("ralf", **dict(TINY, backbone="efficientnet_lite0", classifier_pool=pool)).eval()
+    run = detector.run_all(torch.rand(2, 3, SIZE, SIZE))
+    classifier = detector.classifier
+    with torch.no_grad():
+        guided = classifier.stem(run.difference) * classifier.attention_map(run.destruction_residual)
+        expected = classifier.fc(reduce(classifier.trunk(guided))).squeeze(1)
+    assert torch.allclose(run.logits, expected, atol=1e-5)
 
 
 def test_lite0_backbone_starts_from_an_imagenet_checkpoint_through_a_pretrained_section(tmp_path):

@@ -22,6 +22,9 @@ Deviations from the paper, each an option whose default says what runs here:
   ``--resume``. ``random`` (Lite0 layers drawn from the run's seed) exists for tests only.
 - ``backbone`` (default ``legacy_xception``, the paper's): EfficientNet-Lite0 or MobileNetV2 as the classifier
   instead, for recipes that start it from their reachable ImageNet weights.
+- ``classifier_pool`` (default ``max``, the paper's global max pooling): ``avg`` pools the classifier's features
+  by their mean instead. Max pooling sends each feature's gradient to one position of the map, which is one
+  suspect for how slowly the classifier learns in a CPU-sized run; the option exists to measure that.
 
 Loss (sec. 3.2, eqs. 11-12, lambdas of sec. 4.3):
 ``L = L_C + 0.1 (L_1 + 1.0 L_freq + 0.1 L_adv) + alpha * 0.1 L_emb + 0.1 L_con`` with ``alpha`` ramped
@@ -281,6 +284,9 @@ CLASSIFIER_BACKBONES = {
 }
 
 
+CLASSIFIER_POOLS = ("max", "avg")  # global pooling of the classifier's features: the paper's max, or mean
+
+
 class DestructionGuidedClassifier(nn.Module):
     """Fig. 4: a backbone (Xception) on ``|x - x_tilde|``; its stem output is multiplied by attention from ``|x - x_hat|``."""
 
@@ -290,12 +296,13 @@ class DestructionGuidedClassifier(nn.Module):
         pretrained: bool = False,
         guide_channels: int = 32,
         attention_kernel: int = 7,
+        pool: str = "max",
     ):
         super().__init__()
         import timm  # imported here: ~4 s, and only building a detector needs it
 
         stem_names, trunk_names, stem_convs, self.cam_target = CLASSIFIER_BACKBONES[backbone]
-        net = timm.create_model(backbone, pretrained=pretrained, num_classes=1, global_pool="max")
+        net = timm.create_model(backbone, pretrained=pretrained, num_classes=1, global_pool=pool)
         self.stem = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in stem_names))
         self.trunk = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in trunk_names))
         self.pool = net.global_pool
@@ -569,6 +576,7 @@ class RALF(Detector):
         discriminator_width: int = 64,
         pretrained: bool = False,
         backbone: str = CLASSIFIER_BACKBONE,
+        classifier_pool: str = "max",
         perceptual: str = DEFAULT_PERCEPTUAL,
         perceptual_path: str | Path | None = None,
         real_radius: float = 0.05,
@@ -580,6 +588,8 @@ class RALF(Detector):
         # TypeError, as for an unknown keyword: both options take one of a fixed set of names (a Literal type).
         if backbone not in CLASSIFIER_BACKBONES:
             raise TypeError(f"RALF: backbone must be one of {', '.join(CLASSIFIER_BACKBONES)}, not {backbone!r}")
+        if classifier_pool not in CLASSIFIER_POOLS:
+            raise TypeError(f"RALF: classifier_pool must be one of {', '.join(CLASSIFIER_POOLS)}, not {classifier_pool!r}")
         if perceptual not in PERCEPTUAL_NETWORKS:
             raise TypeError(f"RALF: perceptual must be one of {', '.join(PERCEPTUAL_NETWORKS)}, not {perceptual!r}")
         if not real_radius < fake_radius:
@@ -587,7 +597,7 @@ class RALF(Detector):
         self.image_size = image_size
         self.destructor = FrequencyDestructor(image_size)
         self.reconstructor = Reconstructor(width, blocks_per_scale)
-        self.classifier = DestructionGuidedClassifier(backbone, pretrained=pretrained)
+        self.classifier = DestructionGuidedClassifier(backbone, pretrained=pretrained, pool=classifier_pool)
         self.discriminator = Discriminator(image_size, discriminator_width)
         self.register_buffer("embedding_center", torch.zeros(self.reconstructor.embedding_channels))
         self.register_buffer("embedding_center_updates", torch.zeros((), dtype=torch.long))
