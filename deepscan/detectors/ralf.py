@@ -589,7 +589,9 @@ class RALF(Detector):
         if backbone not in CLASSIFIER_BACKBONES:
             raise TypeError(f"RALF: backbone must be one of {', '.join(CLASSIFIER_BACKBONES)}, not {backbone!r}")
         if classifier_pool not in CLASSIFIER_POOLS:
-            raise TypeError(f"RALF: classifier_pool must be one of {', '.join(CLASSIFIER_POOLS)}, not {classifier_pool!r}")
+            raise TypeError(
+                f"RALF: classifier_pool must be one of {', '.join(CLASSIFIER_POOLS)}, not {classifier_pool!r}"
+            )
         if perceptual not in PERCEPTUAL_NETWORKS:
             raise TypeError(f"RALF: perceptual must be one of {', '.join(PERCEPTUAL_NETWORKS)}, not {perceptual!r}")
         if not real_radius < fake_radius:

@@ -146,8 +146,8 @@ def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sa
                 for index, (sample, score, logit) in enumerate(zip(samples, scores, logits)):
                     members = [f"{by_member[m][index]:.6f}" if m in by_member else "" for m in member_names]
                     writer.writerow([run.method, run.weights.get("sha256") or "", name, perturbation, f"{strength:g}",
-                                     sample.dataset, sample.video, sample.resampling_unit, sample.frame_index, sample.label,
-                                     sample.manipulation, sample.key, f"{score:.6f}", f"{logit:.6f}", *members])
+                                     sample.dataset, sample.video, sample.resampling_unit, sample.frame_index,
+                                     sample.label, sample.manipulation, sample.key, f"{score:.6f}", f"{logit:.6f}", *members])
     return path
 
 
