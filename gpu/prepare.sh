@@ -3,7 +3,7 @@
 # wheels of the one Python package the machine lacks (pydantic). Ends by adding up what the call would send.
 #
 #   bash gpu/prepare.sh                  # bundle of recipes/shipped/faclue.yaml's faces, as large as fits
-#   BUNDLE_MIB=18 bash gpu/prepare.sh    # or a size of your choosing
+#   BUNDLE_MIB=18 bash gpu/prepare.sh    # or a size of your choosing (QUALITY: JPEG quality, MAX_VAL_FACES)
 #
 # The call sends tracked files, untracked files git does not ignore, and the carried paths: 64 MiB in all. The
 # tracked files alone are about 40 MiB (weights/), so the bundle gets what is left, less a safety margin.
@@ -25,5 +25,5 @@ if [ -z "${BUNDLE_MIB:-}" ]; then
 fi
 echo "bundle budget: $BUNDLE_MIB MiB"
 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 nice -n 10 "$PYTHON" -m deepscan.train.bundle make recipes/shipped/faclue.yaml \
-  -o local/gpu-bundle --max-mib "$BUNDLE_MIB" --max-val-faces "${MAX_VAL_FACES:-256}"
+  -o local/gpu-bundle --max-mib "$BUNDLE_MIB" --max-val-faces "${MAX_VAL_FACES:-256}" --quality "${QUALITY:-95}"
 python3 gpu/travel_size.py --carry local/gpu-bundle "$WHEELS"

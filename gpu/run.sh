@@ -3,6 +3,7 @@
 #
 #   bash gpu/run.sh ralf:2.5 pel:1.5 mclcr:rest   # NAME:MINUTES of training each, in this order; "rest": what
 #                                                 # the call's deadline leaves once the earlier runs are done
+#   PARALLEL=1 bash gpu/run.sh ralf:rest pel:rest mclcr:rest   # all at once, sharing the GPU and the CPUs
 #
 # Runs in the repository root (the device tool's working copy) with the bundle (local/gpu-bundle) and, where the
 # machine lacks pydantic, its wheels (local/gpu-wheels) carried along. Installs nothing else: deepscan runs from
@@ -17,7 +18,10 @@
 # Environment: OUT (required); TOTAL_S (the whole script's deadline, default 570 s); OVERHEAD_S (start-up, last
 # validation and writing per detector, kept inside its timeout beyond its training minutes; default 90 s);
 # SHARD_MIB (15); RUNS (run folders, /tmp/deepscan-runs); PYTHON (python3); DEEPSCAN_SET (recipe overrides for
-# every detector, space-separated KEY=VALUE); SET_<name> (for one detector); REHEARSAL (1: no GPU required).
+# every detector, space-separated KEY=VALUE); SET_<name> (for one detector); REHEARSAL (1: no GPU required);
+# PARALLEL (1: start every detector at once; one after another, each pays its start-up and last validation in
+# turn while the GPU idles; together they share the call's whole time: split the data workers among them with
+# SET_<name>="num_workers=N").
 set -uo pipefail
 shopt -s nullglob
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -105,14 +109,24 @@ train_one() {  # NAME MINUTES
   else
     log "$name: no weights (exit $status)"
   fi
-  pack
+  [ "${PARALLEL:-0}" = 1 ] || pack  # in parallel, once all are done: two tars must not write one archive
   return $status
 }
 
 failed=0
-for item in "$@"; do
-  train_one "${item%%:*}" "${item#*:}" || failed=1
-done
+if [ "${PARALLEL:-0}" = 1 ]; then
+  pids=()
+  for item in "$@"; do
+    train_one "${item%%:*}" "${item#*:}" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  pack
+else
+  for item in "$@"; do
+    train_one "${item%%:*}" "${item#*:}" || failed=1
+  done
+fi
 log "files to come back from $OUT:"
 ls -l "$OUT"
 count=$(find "$OUT" -maxdepth 1 -type f | wc -l)
