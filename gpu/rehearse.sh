@@ -4,6 +4,7 @@
 # files unpacked (gpu/unpack.sh) and each detector's shards loaded by `deepscan scan --weights INDEX`.
 #
 #   bash gpu/rehearse.sh                 # ralf, pel and mclcr, about 3 minutes on 2 busy cores
+#   PARALLEL=1 bash gpu/rehearse.sh      # the same, all three at once (gpu/run.sh PARALLEL)
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 PYTHON=${PYTHON:-.venv/bin/python}

@@ -1,5 +1,7 @@
 """Shipping a run: fp16 weights that keep their metadata, and the reliable range read off degraded faces."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -195,3 +197,52 @@ def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path,
     # A video's real and fake halves share its group, as in the DeepFaceLive demos: 6 groups of 8 faces.
     assert "(48 faces, 6 groups resampled whole)" in line
     assert compare("good", "absent", out, splits) == []
+
+
+def test_ship_calibrates_on_the_validation_faces_of_the_recipe_it_is_given(tmp_path, shipped, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    from deepscan.train import recipe as recipe_module
+    from deepscan.train import shipping
+
+    from deepscan.detectors import create_detector
+    from deepscan.weights import save_weights
+
+    run = tmp_path / "run"
+    run.mkdir()
+    detector = create_detector("tiny_a")  # scores a face by its mean colour: brighter reads as fake
+    with torch.no_grad():
+        detector.head.weight.fill_(4.0)
+        detector.head.bias.fill_(-2.0)
+    save_weights(detector, run / "tiny_a.safetensors")
+    card = {"schema": "deepscan.model-card", "schema_version": 1, "validation": {"epoch": 4},
+            "detector": {"name": "tiny_a", "input_size": shipped.SIZES["tiny_a"]}}
+    (run / "tiny_a.card.json").write_text(json.dumps(card))
+    margins = {"train.yaml": 1.3, "full-val.yaml": 1.5}
+    monkeypatch.setattr(recipe_module, "load_recipe", lambda path: SimpleNamespace(
+        detector=SimpleNamespace(name="tiny_a"), data=SimpleNamespace(face=SimpleNamespace(margin=margins[Path(path).name]))))
+    asked = []
+
+    def validation_faces(recipe_path, input_size=None):
+        asked.append((Path(recipe_path).name, input_size))
+        faces = 40 if Path(recipe_path).name == "full-val.yaml" else 12
+        labels = np.arange(faces) % 2
+        brightness = np.random.default_rng(0).uniform(60, 160, faces) + 40 * labels
+        crops = np.broadcast_to(brightness[:, None, None, None], (faces, input_size, input_size, 3)).astype(np.uint8)
+        return crops, labels, f"{faces} faces of {Path(recipe_path).name}"
+
+    monkeypatch.setattr(shipping, "validation_faces", validation_faces)
+    monkeypatch.setattr(shipping, "write_markdown", lambda card_path: None)  # this card has only what shipping reads
+    into = tmp_path / "shipped"
+    into.mkdir()
+    shipped_card = json.loads(shipping.ship(run, Path("train.yaml"), into).read_text())
+    assert asked == [("train.yaml", shipped.SIZES["tiny_a"])] and "calibrated_on" not in shipped_card["shipped_from"]
+    assert shipped_card["calibration"]["fitted_on"] == "12 faces of train.yaml"
+
+    asked.clear()
+    shipped_card = json.loads(shipping.ship(run, Path("train.yaml"), into, calibrate_on=Path("full-val.yaml")).read_text())
+    assert asked == [("full-val.yaml", shipped.SIZES["tiny_a"])]  # at the detector's own input size
+    assert shipped_card["calibration"]["fitted_on"] == "40 faces of full-val.yaml"
+    assert shipped_card["shipped_from"] == {"run": "run", "recipe": "train.yaml", "selected_epoch": 4,
+                                            "calibrated_on": "full-val.yaml"}

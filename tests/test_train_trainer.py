@@ -97,6 +97,7 @@ def test_every_detector_trains_two_steps_and_its_weights_load_for_scanning(works
     assert card["schema"] == "deepscan.model-card" and card["detector"]["name"] == name
     assert card["weights"]["sha256"] == resolve_weights(None, weights).sha256
     assert card["training"]["epochs"] == 1 and len(card["recipe"]["sha256"]) == 64
+    assert card["training"]["device_name"] == f"a {os.cpu_count()}-core CPU"  # what a model card says trained it
     assert card["validation"]["select_on"] == "val_auc"
     assert card["data"]["train"][0]["real_faces"] > 0 and card["data"]["pseudo_fakes"]["ratio"] == 0.5
     [entry] = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]

@@ -8,6 +8,7 @@ read off the weights can be traced back to its run. ``deepscan.model_card`` read
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,6 +74,7 @@ def training_section(history: list[dict], elapsed_s: float, *, world_size: int, 
         "seconds_per_epoch": [round(entry["train"]["seconds"], 1) for entry in history],
         "world_size": world_size,
         "device": str(device),
+        "device_name": device_name(device),
         "precision": precision,
         "autocast": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else None,
         "max_minutes": max_minutes,
@@ -80,6 +82,13 @@ def training_section(history: list[dict], elapsed_s: float, *, world_size: int, 
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def device_name(device: torch.device) -> str:
+    """What trained it, in words a card can print: the GPU's name, or the CPU's core count."""
+    if device.type == "cuda":
+        return f"one {torch.cuda.get_device_name(device)}"
+    return f"a {os.cpu_count()}-core CPU"
 
 
 def software_section() -> dict:

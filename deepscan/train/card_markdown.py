@@ -78,7 +78,7 @@ def _training(card: dict) -> list[str]:
         "",
         f"Recipe `{card['shipped_from']['recipe']}` (sha256 `{card['recipe']['sha256']}`); {training['epochs']} epochs"
         f"{schedule}, {training['seconds'] / 60:.0f} minutes on {training['device']} "
-        f"({card.get('hardware', 'this project’s 2-core CPU')}); "
+        f"({card.get('hardware') or training.get('device_name') or 'this project’s 2-core CPU'}); "
         f"checkpoint chosen on validation AUC: epoch {card['validation']['epoch']} "
         f"(val AUC {format_number(card['validation']['metrics'].get('auc'))}).{_started_from(card)}",
         "",

@@ -163,7 +163,10 @@ def update_checksums(folder: Path) -> None:
     atomic_write(folder / "SHA256SUMS", "\n".join(lines) + "\n")
 
 
-def ship(run: Path, recipe_path: Path, into: Path) -> Path:
+def ship(run: Path, recipe_path: Path, into: Path, calibrate_on: Path | None = None) -> Path:
+    """``calibrate_on``: another recipe whose validation faces (at this detector's input size) fit the calibration,
+    threshold and reliable range, where the training recipe validated on a subset of them (a GPU run's face-crop
+    bundle holds a share of the validation faces, re-encoded as JPEG), so that every card fits them on the same faces."""
     from deepscan.calibration import Calibration, fit_calibration
     from deepscan.model_card import CalibrationSection
     from deepscan.train.recipe import load_recipe
@@ -178,15 +181,19 @@ def ship(run: Path, recipe_path: Path, into: Path) -> Path:
     # Built from the file alone: a card left in ``into`` by an earlier shipping describes other weights.
     detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
     detector.eval()
-    crops, labels, described = validation_faces(recipe_path)
+    calibration_recipe = calibrate_on or recipe_path
+    crops, labels, described = validation_faces(calibration_recipe, card["detector"]["input_size"])
     logits = score(detector, crops)
     card["calibration"] = fit_calibration(logits, labels, fitted_on=described)
     calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
     subset = np.sort(np.random.default_rng(0).permutation(len(labels))[:RELIABILITY_FACES])
-    card["reliability"] = reliable_range(detector, calibration, crops[subset], labels[subset], recipe.data.face.margin)
+    margin = load_recipe(calibration_recipe).data.face.margin
+    card["reliability"] = reliable_range(detector, calibration, crops[subset], labels[subset], margin)
     card["weights"] = {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors", "dtype": "float16"}
     card["protocol"] = describe()
     card["shipped_from"] = {"run": run.name, "recipe": str(recipe_path), "selected_epoch": card["validation"]["epoch"]}
+    if calibrate_on is not None:
+        card["shipped_from"]["calibrated_on"] = str(calibrate_on)
     card.setdefault("metrics", {})
     card_path = into / f"{name}.card.json"
     atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
@@ -375,6 +382,7 @@ def main() -> None:
     ship_parser.add_argument("run", type=Path, help="finished training run folder (holds <name>.safetensors and its card)")
     ship_parser.add_argument("recipe", type=Path, help="the recipe it was trained with (its validation split calibrates)")
     ship_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
+    ship_parser.add_argument("--calibrate-on", type=Path, help="a recipe whose validation faces calibrate instead")
     evaluate_parser = commands.add_parser("evaluate", help="run the evaluation plan and record it in the card")
     evaluate_parser.add_argument("name", help="shipped detector, or 'ensemble' (recorded in ensemble.card.json)")
     evaluate_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
@@ -395,7 +403,7 @@ def main() -> None:
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
     if args.command == "ship":
-        print(ship(args.run, args.recipe, args.into))
+        print(ship(args.run, args.recipe, args.into, args.calibrate_on))
     elif args.command == "failures":
         card = json.loads(args.card.read_text())
         card["known_failures"] = list(args.text)
