@@ -187,7 +187,7 @@ def ship(run: Path, recipe_path: Path, into: Path, calibrate_on: Path | None = N
     card["calibration"] = fit_calibration(logits, labels, fitted_on=described)
     calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
     subset = np.sort(np.random.default_rng(0).permutation(len(labels))[:RELIABILITY_FACES])
-    margin = load_recipe(calibration_recipe).data.face.margin
+    margin = (load_recipe(calibrate_on) if calibrate_on is not None else recipe).data.face.margin
     card["reliability"] = reliable_range(detector, calibration, crops[subset], labels[subset], margin)
     card["weights"] = {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors", "dtype": "float16"}
     card["protocol"] = describe()
