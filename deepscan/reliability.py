@@ -3,7 +3,8 @@
 A detector measured on validation faces is only as good as those faces: its accuracy falls for faces much
 smaller or blurrier than it was calibrated on, where the frequency clues it relies on are gone. A model card's
 ``reliability`` section states the range in which it was found reliable (``min_face_px``, ``min_sharpness``);
-a face track none of whose faces is inside that range is judged ``inconclusive`` instead of real or fake.
+a face track none of whose faces is inside that range is judged ``inconclusive`` instead of real or fake. An
+ensemble's faces must be inside every member's range (:class:`JointRange`).
 
 The measures are plain functions so that the training side measures validation faces exactly as the scanner
 measures scanned ones:
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from deepscan.model_card import ReliabilitySection
 
 TOO_SMALL = "too small"
@@ -90,8 +93,63 @@ class ReliableRange:
 
 
 def strictest(ranges: list[ReliableRange]) -> ReliableRange:
-    """The range every one of ``ranges`` accepts (for an ensemble, whose mean includes every member)."""
+    """The range every one of ``ranges`` accepts, when all were measured at one input size."""
     return ReliableRange(
         min_face_px=max((r.min_face_px for r in ranges), default=0.0),
         min_sharpness=max((r.min_sharpness for r in ranges), default=0.0),
     )
+
+
+@dataclass(frozen=True)
+class JointRange:
+    """The faces every one of a scan's detectors is reliable on: one detector's range, or an ensemble's members'
+    together (their mean includes every member, so a face must be inside each member's range).
+
+    Each sharpness bound holds at the input size it was measured at, on the crop that detector judges: the same
+    face is sharper on a smaller crop (a 128 px crop of a face has several times the Laplacian variance of its
+    256 px crop), so bounds measured at different sizes are on different scales and each is compared with the
+    face's sharpness at its own size. ``by_size``: input size -> the range at that size.
+    """
+
+    by_size: dict[int, ReliableRange]
+
+    @classmethod
+    def of(cls, sized_ranges: "Iterable[tuple[int, ReliableRange]]") -> "JointRange":
+        """From (input size, range) pairs; ranges measured at one size combine into the strictest of them."""
+        grouped: dict[int, list[ReliableRange]] = {}
+        for size, limits in sized_ranges:
+            grouped.setdefault(size, []).append(limits)
+        return cls({size: strictest(ranges) for size, ranges in sorted(grouped.items())})
+
+    @property
+    def bounded(self) -> bool:
+        return any(limits.bounded for limits in self.by_size.values())
+
+    @property
+    def min_face_px(self) -> float:
+        return max((limits.min_face_px for limits in self.by_size.values()), default=0.0)
+
+    def shortfalls(self, face_px: float, sharpness_at: dict[int, float]) -> list[str]:
+        """What puts a face outside any of the ranges (``[]``, ``"too small"``, ``"too blurred"``);
+        ``sharpness_at``: the face's sharpness on its crop at each input size of ``by_size``."""
+        found = {shortfall for size, limits in self.by_size.items()
+                 for shortfall in limits.shortfalls(face_px, sharpness_at[size])}
+        return [shortfall for shortfall in (TOO_SMALL, TOO_BLURRED) if shortfall in found]
+
+    def describe(self) -> str:
+        """In words, for verdict reasons; with sharpness bounds at several sizes, each with its size:
+        "faces of at least 96 px and sharpness 69 at 128 px, 20.5 at 224 px"."""
+        sharpness = {size: limits.min_sharpness for size, limits in self.by_size.items() if limits.min_sharpness > 0}
+        if len(sharpness) <= 1:
+            return ReliableRange(self.min_face_px, next(iter(sharpness.values()), 0.0)).describe()
+        at_sizes = ", ".join(f"{bound:g} at {size} px" for size, bound in sharpness.items())
+        face = f"{self.min_face_px:g} px and " if self.min_face_px > 0 else ""
+        return f"faces of at least {face}sharpness {at_sizes}"
+
+    def as_dict(self) -> dict:
+        """``min_face_px`` and ``min_sharpness_at`` (input size as text -> bound; sizes without one left out)."""
+        return {
+            "min_face_px": self.min_face_px,
+            "min_sharpness_at": {str(size): limits.min_sharpness for size, limits in self.by_size.items()
+                                 if limits.min_sharpness > 0},
+        }

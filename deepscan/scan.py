@@ -40,7 +40,7 @@ from deepscan.media.video import expected_frame_count
 from deepscan.pipeline import CtrlC, Pipeline
 from deepscan.precision import (CPU_BATCH_SIZE, autocast, autocast_dtype, free_gpu_bytes, gpu_batch_size,
                                 peak_bytes_per_face)
-from deepscan.reliability import ReliableRange, face_sharpness, strictest
+from deepscan.reliability import JointRange, ReliableRange, face_sharpness
 from deepscan.runtime import select_device
 from deepscan.runtimes import RuntimeChoiceError, load_runtime, runtime_custody
 # FileResult and ScanInterrupted are also imported from here.
@@ -143,9 +143,10 @@ class Member:
 class Judge:
     """What turns faces into verdicts: the members (one detector, or the ensemble's) and the threshold.
 
-    The ensemble's P(fake) is the mean of its members' calibrated P(fake); its reliable range is the strictest
-    of theirs (the mean includes every member), and sharpness is measured on the crop at the largest member
-    input size, the blurriest of the members' crops, so that no member's range is overstated.
+    The ensemble's P(fake) is the mean of its members' calibrated P(fake); a face is inside its reliable range
+    when it is inside every member's (the mean includes every member), each member's sharpness bound compared
+    with the face's sharpness on that member's own crop (:class:`deepscan.reliability.JointRange`). The
+    sharpness a face record reports is the one on the crop at the largest input size.
     """
 
     members: list[Member]
@@ -187,8 +188,8 @@ class Judge:
         return sorted({member.input_size for member in self.members})
 
     @property
-    def reliable_range(self) -> ReliableRange:
-        return strictest([member.reliable_range for member in self.members])
+    def reliable_range(self) -> JointRange:
+        return JointRange.of((member.input_size, member.reliable_range) for member in self.members)
 
     def custody(self) -> dict:
         """What a report records of how verdicts were reached."""
@@ -295,8 +296,9 @@ class Scanner:
 
     def _measure(self, record: FaceResult, face: Face, crops: dict[int, np.ndarray]) -> None:
         record.face_px = float(face.size)
-        record.sharpness = face_sharpness(crops[self.sharpness_size])
-        record.outside_range = self.reliable_range.shortfalls(record.face_px, record.sharpness)
+        sharpness_at = {size: face_sharpness(crops[size]) for size in self.crop_sizes}
+        record.sharpness = sharpness_at[self.sharpness_size]
+        record.outside_range = self.reliable_range.shortfalls(record.face_px, sharpness_at)
 
     # --- faces ---------------------------------------------------------------------------------
     def _start_face_search(self) -> FaceTracker:

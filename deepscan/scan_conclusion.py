@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deepscan.media.errors import MediaError, PartialMediaError, shown_path
-from deepscan.reliability import ReliableRange
+from deepscan.reliability import JointRange
 from deepscan.scan_results import FaceResult, FileResult
 from deepscan.verdicts import TrackVerdict, decide, judged_indices, member_agreement, track_verdict
 
@@ -46,7 +46,7 @@ def scored_tracks(faces: list[FaceResult]) -> Iterator[tuple[int, list[FaceResul
     yield from sorted(by_track.items())
 
 
-def judged_track(judge: Judge, reliable_range: ReliableRange, track_id: int, faces: list[FaceResult]) -> TrackVerdict:
+def judged_track(judge: Judge, reliable_range: JointRange, track_id: int, faces: list[FaceResult]) -> TrackVerdict:
     """One track's verdict by ``judge`` (for the ensemble, with its members' own and their agreement), judged on
     its faces inside ``reliable_range``."""
     threshold = judge.threshold

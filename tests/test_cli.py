@@ -300,6 +300,36 @@ def test_ensemble_averages_calibrated_members_on_their_own_crops(tmp_path, portr
     assert models[-1]["name"] == "ensemble" and models[-1]["members"] == ["tiny_a", "tiny_b"]
 
 
+def test_an_ensemble_judges_each_members_sharpness_bound_on_that_members_own_crop(tmp_path, portrait_jpg, shipped):
+    """A face is sharper on a smaller crop, so bounds measured at different input sizes are not comparable: the
+    ensemble's range must hold each member's bound against the face on that member's crop, not the largest one."""
+    sharpness = {}
+    for name in ("tiny_a", "tiny_b"):  # 32 and 48 px: each alone reports the face's sharpness at its own size
+        shipped.add(name, 1.0)
+        _, report = _scan_json(tmp_path, portrait_jpg, "--method", name)
+        sharpness[name] = report["files"][0]["faces"][0]["sharpness"]
+    assert sharpness["tiny_a"] > sharpness["tiny_b"] * 1.2  # else this test could not tell the two readings apart
+
+    def ensemble_with_bounds(bound_a, bound_b):
+        shipped.add("tiny_a", 1.0, reliability={"min_sharpness": bound_a})
+        shipped.add("tiny_b", 1.0, reliability={"min_sharpness": bound_b})
+        _, report = _scan_json(tmp_path, portrait_jpg, "--method", "ensemble")
+        return report
+
+    # Inside each member's own range, though tiny_a's bound is above the face's sharpness on the 48 px crop.
+    report = ensemble_with_bounds(0.9 * sharpness["tiny_a"], 0.9 * sharpness["tiny_b"])
+    [entry] = report["files"]
+    assert entry["faces"][0]["outside_range"] == [] and entry["tracks"][0]["label"] != "inconclusive"
+    assert report["custody"]["decision"]["reliable_range"]["min_sharpness_at"] == pytest.approx(
+        {"32": 0.9 * sharpness["tiny_a"], "48": 0.9 * sharpness["tiny_b"]})
+
+    # Outside one member's: the face is too blurred for the ensemble, and the reason gives each bound's size.
+    report = ensemble_with_bounds(1.1 * sharpness["tiny_a"], 0.9 * sharpness["tiny_b"])
+    [track] = report["files"][0]["tracks"]
+    assert track["label"] == "inconclusive" and track["reason"].endswith("1 too blurred")
+    assert " at 32 px, " in track["reason"] and " at 48 px" in track["reason"]
+
+
 def test_an_ensemble_card_sets_the_members_and_the_threshold(tmp_path, portrait_jpg, shipped, calibration_card):
     shipped.add("tiny_a", 2.0, calibration=calibration_card)
     shipped.add("tiny_b", -2.5)

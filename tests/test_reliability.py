@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from deepscan.reliability import TOO_BLURRED, TOO_SMALL, ReliableRange, bits_per_pixel, face_sharpness, strictest
+from deepscan.reliability import (TOO_BLURRED, TOO_SMALL, JointRange, ReliableRange, bits_per_pixel, face_sharpness,
+                                  strictest)
 
 
 def test_sharpness_is_the_variance_of_the_laplacian_of_the_grey_crop(portrait_image):
@@ -36,3 +37,18 @@ def test_range_names_what_is_too_small_or_too_blurred():
     assert not ReliableRange().bounded and ReliableRange().shortfalls(1, 0) == []
     both = strictest([ReliableRange(64, 0), ReliableRange(32, 20)])
     assert both == ReliableRange(64, 20)
+
+
+def test_a_joint_range_holds_each_sharpness_bound_at_its_own_input_size():
+    joint = JointRange.of([(128, ReliableRange(64, 70)), (256, ReliableRange(96, 20)), (256, ReliableRange(0, 25))])
+    assert joint.by_size == {128: ReliableRange(64, 70), 256: ReliableRange(96, 25)}  # one size: the strictest
+    assert joint.min_face_px == 96 and joint.bounded
+    # 35 at 256 px would fail the 128 px bound of 70, but the face is judged at 128 px on its 128 px crop.
+    assert joint.shortfalls(100, {128: 140.0, 256: 35.0}) == []
+    assert joint.shortfalls(100, {128: 60.0, 256: 35.0}) == [TOO_BLURRED]
+    assert joint.shortfalls(80, {128: 140.0, 256: 10.0}) == [TOO_SMALL, TOO_BLURRED]
+    assert joint.describe() == "faces of at least 96 px and sharpness 70 at 128 px, 25 at 256 px"
+    assert joint.as_dict() == {"min_face_px": 96, "min_sharpness_at": {"128": 70, "256": 25}}
+    one = JointRange.of([(224, ReliableRange(64, 20))])
+    assert one.describe() == "faces of at least 64 px and sharpness 20"  # one detector: as its card says it
+    assert not JointRange.of([(224, ReliableRange())]).bounded

@@ -406,7 +406,7 @@ def _decision(threshold=0.7, members=("faclue",)) -> dict:
         "method": "ensemble" if len(members) > 1 else members[0],
         "threshold": threshold,
         "threshold_source": "model card",
-        "reliable_range": {"min_face_px": 64.0, "min_sharpness": 20.0},
+        "reliable_range": {"min_face_px": 64.0, "min_sharpness_at": {"224": 20.0}},
         "sharpness_input_size": 224,
         "members": [
             {"name": name, "paper": "-", "input_size": 224,

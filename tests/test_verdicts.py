@@ -99,13 +99,13 @@ def test_member_agreement_counts_members_whose_own_label_is_the_ensembles():
 
 def test_ensemble_members_are_scored_on_the_same_faces_as_the_track(shipped):
     from deepscan.detectors import create_detector
-    from deepscan.reliability import ReliableRange
+    from deepscan.reliability import JointRange, ReliableRange
     from deepscan.scan import FaceResult, Judge, Member, Scanner
 
     judge = Judge([Member(create_detector("tiny_a")), Member(create_detector("tiny_b"))], 0.5, "default",
                   is_ensemble=True)
     scanner = Scanner.__new__(Scanner)  # only the verdict step: no face detector, no device
-    scanner.judge, scanner.reliable_range = judge, ReliableRange(min_face_px=64)
+    scanner.judge, scanner.reliable_range = judge, JointRange.of([(32, ReliableRange(min_face_px=64))])
     faces = [
         FaceResult(0, 0.0, 1, (0, 0, 20, 20), 0.9, fake_probability=0.9, outside_range=["too small"],
                    member_probabilities={"tiny_a": 0.95, "tiny_b": 0.85}),

@@ -353,6 +353,9 @@ def _range_text(limits: dict) -> str:
         parts.append(f"faces of at least {limits['min_face_px']:g} px")
     if limits.get("min_sharpness"):
         parts.append(f"sharpness at least {limits['min_sharpness']:g}")
+    at_sizes = limits.get("min_sharpness_at") or {}
+    if at_sizes:  # a scan's joint range: each bound holds on the crop at its own input size
+        parts.append("sharpness at least " + ", ".join(f"{bound:g} at {size} px" for size, bound in at_sizes.items()))
     return _e(" and ".join(parts)) if parts else "not stated (every face is judged)"
 
 

@@ -8,6 +8,9 @@ Schema ``deepscan.scan-report`` version 1:
                  decision: {method, threshold, threshold_source, reliable_range, sharpness_input_size,
                             members: [{name, paper, input_size, weights, model_card, calibration, reliable_range,
                                        reliability_note}]}},
+                 (decision.reliable_range: {min_face_px, min_sharpness_at: {input size: bound}}, each sharpness
+                  bound at the input size its member's card measured it; a member's own: {min_face_px,
+                  min_sharpness} at its input_size; a face's ``sharpness`` is at sharpness_input_size)
      "summary": {files, complete, partial, errors, verdicts: {label: count}, interrupted},
      "files": [FileResult as dict: path, kind, status, message, sha256, size_bytes, media, frames_scanned,
                faces: [...per face...], tracks: [...per track...], verdict]}
