@@ -19,7 +19,7 @@ from PIL import Image
 
 from deepscan.cluster import ClusterError, ClusterOptions, ClusterScan
 from deepscan.cluster.connect import plan_actors
-from deepscan.cluster.worker import FileRequest
+from deepscan.cluster.worker import FileRequest, Stopped, TriedOut, TryLedger
 from deepscan.media.images import discover_media
 from deepscan.media.synthetic import moving_portrait_clip
 from deepscan.scan import Judge, Scanner, ScanOptions
@@ -203,6 +203,17 @@ def test_stopping_a_scan_part_way_keeps_what_was_done_and_the_actors(cluster, ca
         scanning.throw(KeyboardInterrupt)
     again = {outcome.result.path: _comparable(outcome.result) for outcome in cluster.scan(case[:2])}
     assert again == {str(path): local_results[str(path)] for path in case[:2]}
+
+
+def test_the_ledger_begins_no_try_of_a_stopped_scan():
+    """How a stopped scan's queued files are stopped without cancelling their calls: their tries are refused."""
+    ledger = TryLedger()
+    assert ledger.start(1, 0, {"host": "a"}, 3) == 1
+    assert ledger.stop(1) == {0: [{"host": "a", "attempt": 1}]}  # what had begun: the calls to cancel
+    assert isinstance(ledger.start(1, 1, {"host": "a"}, 3), Stopped)
+    assert ledger.open_tries(1) == {0: [{"host": "a", "attempt": 1}]}  # the refused call left no try
+    assert ledger.start(2, 0, {"host": "a"}, 1) == 1  # the next scan is not stopped
+    assert isinstance(ledger.start(2, 0, {"host": "a"}, 1), TriedOut)
 
 
 def test_a_file_whose_worker_dies_mid_scan_is_retried_and_the_report_says_so(cluster, case, local_results):

@@ -217,10 +217,23 @@ class ClusterScan:
                     yield outcome
         finally:
             # Stopped early (Ctrl-C, or the caller left the loop); after close() the actors are gone already.
-            if self.ledger is not None:
-                for reference, (request, _actor) in in_flight.items():
-                    ray.cancel(reference)
-                    self.ledger.settle.remote(request.scan, request.index)  # no answer will come to settle it
+            if self.ledger is not None and in_flight:
+                self._stop(in_flight)
+
+    def _stop(self, in_flight: dict) -> None:
+        """Stop the files in flight: those being scanned are cancelled (the scan keeps what it did), and those
+        still queued on an actor answer :class:`~deepscan.cluster.worker.Stopped`, unread, when their turn comes.
+
+        Only calls that have begun are cancelled: cancelling an actor call still queued could leave the actor
+        waiting for it in its ordered queue ("Timed out waiting for seq_no ..."), so that every call of the next
+        scan on that actor failed after 30 s."""
+        import ray
+
+        begun = ray.get(self.ledger.stop.remote(self._scans))
+        for reference, (request, _actor) in in_flight.items():
+            if request.index in begun:
+                ray.cancel(reference)
+            self.ledger.settle.remote(request.scan, request.index)  # no answer will come to settle it
 
     def _await_first_actor(self) -> None:
         """Wait until one actor can scan; raise ClusterError with the reason when none can (every node refused)."""

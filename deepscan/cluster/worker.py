@@ -69,6 +69,11 @@ class TriedOut:
 
 
 @dataclass(frozen=True)
+class Stopped:
+    """The scan the file belongs to was stopped (Ctrl-C in the driver) before this try began: not read."""
+
+
+@dataclass(frozen=True)
 class Refused:
     """This actor does not scan (its weights differ, or its scanner could not be built); the file goes elsewhere."""
 
@@ -84,14 +89,23 @@ class TryLedger:
 
     def __init__(self) -> None:
         self._tries: dict[tuple[int, int], list[dict]] = {}  # (scan, index) -> its tries so far
+        self._stopped: set[int] = set()  # scans the driver stopped: no new try of their files begins
 
-    def start(self, scan: int, index: int, record: dict, allowed: int) -> int | None:
-        """Record a new try of the file and return its number, or None when it has had ``allowed`` tries."""
+    def start(self, scan: int, index: int, record: dict, allowed: int) -> "int | TriedOut | Stopped":
+        """Record a new try of the file and return its number; :class:`TriedOut` when it has had ``allowed``
+        tries, :class:`Stopped` when its scan was stopped."""
+        if scan in self._stopped:
+            return Stopped()
         tries = self._tries.setdefault((scan, index), [])
         if len(tries) >= allowed:
-            return None
+            return TriedOut()
         tries.append(dict(record, attempt=len(tries) + 1))
         return len(tries)
+
+    def stop(self, scan: int) -> dict[int, list[dict]]:
+        """No try of that scan begins from now on; returns its tries begun so far (:meth:`open_tries`)."""
+        self._stopped.add(scan)
+        return self.open_tries(scan)
 
     def settle(self, scan: int, index: int) -> list[dict]:
         """The tries of a file whose answer the driver has (or no longer waits for): returned, and forgotten."""
@@ -176,8 +190,8 @@ class NodeScanner:
         record = {**self.where, "access": access, "started_at": utc_now(),
                   "weights_sha256": {entry["member"]: entry["sha256"] for entry in self.verified}}
         attempt = ray.get(self.ledger.start.remote(request.scan, request.index, record, tries_allowed))
-        if attempt is None:
-            return TriedOut()
+        if not isinstance(attempt, int):  # TriedOut or Stopped
+            return attempt
         if content is None:
             result = self._scan(Path(request.path))
         else:

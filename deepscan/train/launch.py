@@ -44,11 +44,15 @@ def process_group(recipe: Recipe) -> Iterator[DistributedContext]:
     """This process's place in the run: under torchrun, the process group joined for the run and left after it;
     alone, a context of one."""
     from deepscan.runtime import select_device
-    from deepscan.train.distributed import init_distributed, shutdown
+    from deepscan.train.distributed import barrier, init_distributed, shutdown
 
     context = init_distributed(select_device(recipe.device, setting="device:"))
     try:
         yield context
+        # A run that ended well ends together: the other processes wait while the main one writes the weights and
+        # the card. One that left first has aborted at exit now and then (SIGABRT, "terminate called without an
+        # active exception"), and torchrun then stops the main process, whatever it was writing.
+        barrier(context)
     finally:
         shutdown(context)
 
