@@ -9,8 +9,9 @@ validation split's own share of fakes). The mapping is monotonic,
 so it changes no ranking (AUC, ROC) and only makes the numbers mean what they say.
 
 The threshold is chosen on the same validation faces by a stated rule (the highest one that catches as many
-fakes as any threshold at which at most ``target_fpr`` of the authentic faces would be called forged), never on
-test data. Weights without a
+fakes as any threshold at which at most ``target_fpr`` of the authentic faces would be called forged; given the
+faces' sources, at most ``target_fpr`` of the authentic faces of *each* source), never on test data. Weights
+without a
 calibration section in their model card get the identity: ``sigmoid(logit)`` and threshold 0.5.
 
 No torch here: the training side calls :func:`fit_calibration` on plain arrays, the scanner
@@ -107,27 +108,56 @@ class Calibration:
         return calibration
 
 
-def threshold_rule(reals: int, target_fpr: float) -> str:
+def threshold_rule(reals: int, target_fpr: float, sources: int | None = None) -> str:
+    """The rule in words; ``sources``: how many validation sources the budget held on, each on its own."""
+    where = (f"the real faces of each of the {sources} validation sources ({reals} in all)" if sources
+             else f"the {reals} validation real faces")
     return (
         f"highest threshold on the calibrated validation scores that reaches the best true-positive rate "
-        f"while the false-positive rate on the {reals} validation real faces stays at most {target_fpr:g}"
+        f"while the false-positive rate on {where} stays at most {target_fpr:g}"
     )
 
 
-def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_fpr: float) -> tuple[float, float, float]:
-    """The verdict threshold on validation P(fake) (see :func:`fit_calibration`): (threshold, its FPR, its TPR)."""
+def false_positive_rates_by_source(probabilities, labels, sources, threshold: float) -> dict[str, float]:
+    """Per source with real faces: the share of them scored at or above ``threshold``."""
+    p, y, where = np.asarray(probabilities, dtype=np.float64), np.asarray(labels), np.asarray(sources)
+    return {str(source): float((p[(y == 0) & (where == source)] >= threshold).mean())
+            for source in sorted(set(where[y == 0].tolist()), key=str)}
+
+
+def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_fpr: float,
+                     sources: Sequence | np.ndarray | None = None) -> tuple[float, float, float]:
+    """The verdict threshold on validation P(fake) (see :func:`fit_calibration`): (threshold, its FPR, its TPR).
+
+    ``sources``: each face's source. Given, the budget holds for the real faces of every source on its own (the
+    worst source's false-positive rate), not only for all of them together, where a source of many easy faces
+    can hide one whose faces are called fake twice as often. The FPR returned is over all real faces."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thresholds = roc_curve(labels, probabilities, drop_intermediate=False)
+    worst = fpr if sources is None else _worst_source_fpr(probabilities, labels, sources, thresholds)
     # fpr and tpr grow as the threshold falls. Among the thresholds within the false-positive budget, take the
     # highest one that already catches as many fakes as any of them: lower ones would spend the budget on
     # nothing (on separable data, the smallest allowed threshold sits far below every fake, near 0).
-    within = np.flatnonzero(fpr <= target_fpr)
+    within = np.flatnonzero(worst <= target_fpr)
     allowed = int(within[np.argmax(tpr[within] >= tpr[within].max())])
     threshold = float(thresholds[allowed])
     if not np.isfinite(threshold) or threshold > 1.0:  # scikit-learn's "above every score" sentinel
         threshold = min(1.0, float(np.nextafter(np.max(probabilities), np.inf)))
     return threshold, float(fpr[allowed]), float(tpr[allowed])
+
+
+def _worst_source_fpr(probabilities, labels, sources, thresholds: np.ndarray) -> np.ndarray:
+    """At each threshold, the highest false-positive rate among the sources' real faces."""
+    p, y, where = np.asarray(probabilities, dtype=np.float64), np.asarray(labels), np.asarray(sources)
+    if where.shape != p.shape:
+        raise CalibrationError(f"{where.size} sources but {p.size} scores")
+    worst = np.zeros(len(thresholds))
+    for source in set(where[y == 0].tolist()):
+        reals = np.sort(p[(y == 0) & (where == source)])
+        at_or_above = len(reals) - np.searchsorted(reals, thresholds, side="left")
+        worst = np.maximum(worst, at_or_above / len(reals))
+    return worst
 
 
 def _checked_inputs(logits, labels, target_fpr: float) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -179,6 +209,7 @@ def fit_calibration(
     target_fpr: float = DEFAULT_TARGET_FPR,
     *,
     fitted_on: str = "validation faces",
+    sources: Sequence | np.ndarray | None = None,
 ) -> dict:
     """Fit Platt scaling on validation ``logits`` (the detector's raw fake-logits) and ``labels`` (1 = fake,
     0 = real) and choose the threshold; returns the model card's ``calibration`` section.
@@ -186,18 +217,21 @@ def fit_calibration(
     Threshold rule: among the calibrated validation scores at which the share of validation real faces scored at
     or above it (the false-positive rate) is at most ``target_fpr``, the highest one that reaches the best
     true-positive rate within that budget; when even the highest score breaks the budget, a threshold just above
-    the highest score (nothing called fake).
+    the highest score (nothing called fake). With ``sources`` (each face's source name), the budget holds on the
+    real faces of each source (:func:`choose_threshold`), and the section gives each source's ``val_fpr_by_source``.
     ``fitted_on`` describes the faces (data set, split, how many videos) for the card's readers.
     """
     x, y, reals, _fakes = _checked_inputs(logits, labels, target_fpr)
     calibration = _fit_platt(x, y)
-    threshold, val_fpr, val_tpr = choose_threshold(calibration.probability(x), y, target_fpr)
-    return {
+    probabilities = calibration.probability(x)
+    threshold, val_fpr, val_tpr = choose_threshold(probabilities, y, target_fpr, sources)
+    section = {
         "method": PLATT,
         "scale": calibration.scale,
         "bias": calibration.bias,
         "threshold": threshold,
-        "threshold_rule": threshold_rule(reals, target_fpr),
+        "threshold_rule": threshold_rule(reals, target_fpr, len(set(np.asarray(sources)[y == 0].tolist()))
+                                         if sources is not None else None),
         "fitted_on": fitted_on,
         "val_faces": int(x.size),
         "target_fpr": float(target_fpr),
@@ -205,3 +239,6 @@ def fit_calibration(
         "val_tpr": val_tpr,
         "check": _check(calibration, x),
     }
+    if sources is not None:
+        section["val_fpr_by_source"] = false_positive_rates_by_source(probabilities, y, sources, threshold)
+    return section

@@ -122,3 +122,31 @@ def test_a_saturated_top_real_still_gives_a_threshold_the_card_accepts():
     section = fit_calibration(logits, labels, target_fpr=0.0)
     assert section["threshold"] <= 1.0 and section["val_fpr"] == 0.0
     CalibrationSection.model_validate(section)
+
+
+def test_with_sources_the_false_alarm_budget_holds_for_the_real_faces_of_each_source():
+    """Many easy real faces of one source must not hide another source whose faces are called fake twice as
+    often: the budget holds per source, and the section says each source's rate."""
+    rng = np.random.default_rng(3)
+    easy, hard, fakes = rng.normal(-2.0, 1.0, 900), rng.normal(0.0, 1.0, 100), rng.normal(2.0, 1.0, 1000)
+    logits = np.concatenate([easy, hard, fakes])
+    labels = np.repeat([0, 0, 1], [900, 100, 1000])
+    sources = np.repeat(["studio", "phones", "studio"], [900, 100, 1000])
+    pooled = fit_calibration(logits, labels, target_fpr=0.05)
+    probabilities = Calibration(pooled["scale"], pooled["bias"], method="platt").probability(logits)
+    hard_fpr = (probabilities[900:1000] >= pooled["threshold"]).mean()
+    assert pooled["val_fpr"] <= 0.05 < hard_fpr  # else this test could not tell the two rules apart
+    assert "val_fpr_by_source" not in pooled
+
+    each = fit_calibration(logits, labels, target_fpr=0.05, sources=sources)
+    assert (each["scale"], each["bias"]) == (pooled["scale"], pooled["bias"])  # the same mapping: only the threshold
+    assert each["threshold"] > pooled["threshold"]
+    by_source = {name: float((probabilities[(labels == 0) & (sources == name)] >= each["threshold"]).mean())
+                 for name in ("studio", "phones")}
+    assert each["val_fpr_by_source"] == pytest.approx(by_source) and max(by_source.values()) <= 0.05
+    # The highest threshold that catches as many fakes as any threshold within the per-source budget.
+    allowed = [t for t in np.unique(probabilities)
+               if all((probabilities[(labels == 0) & (sources == name)] >= t).mean() <= 0.05 for name in by_source)]
+    best = max((probabilities[labels == 1] >= t).mean() for t in allowed)
+    assert each["threshold"] == max(t for t in allowed if (probabilities[labels == 1] >= t).mean() == best)
+    assert "each of the 2 validation sources (1000 in all)" in each["threshold_rule"]

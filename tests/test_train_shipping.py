@@ -230,7 +230,8 @@ def test_ship_calibrates_on_the_validation_faces_of_the_recipe_it_is_given(tmp_p
         labels = np.arange(faces) % 2
         brightness = np.random.default_rng(0).uniform(60, 160, faces) + 40 * labels
         crops = np.broadcast_to(brightness[:, None, None, None], (faces, input_size, input_size, 3)).astype(np.uint8)
-        return crops, labels, f"{faces} faces of {Path(recipe_path).name}"
+        sources = np.where(np.arange(faces) < faces // 2, "dfdc", "fairface")
+        return shipping.ValidationFaces(crops, labels, f"{faces} faces of {Path(recipe_path).name}", sources)
 
     monkeypatch.setattr(shipping, "validation_faces", validation_faces)
     monkeypatch.setattr(shipping, "write_markdown", lambda card_path: None)  # this card has only what shipping reads
@@ -244,5 +245,23 @@ def test_ship_calibrates_on_the_validation_faces_of_the_recipe_it_is_given(tmp_p
     shipped_card = json.loads(shipping.ship(run, Path("train.yaml"), into, calibrate_on=Path("full-val.yaml")).read_text())
     assert asked == [("full-val.yaml", shipped.SIZES["tiny_a"])]  # at the detector's own input size
     assert shipped_card["calibration"]["fitted_on"] == "40 faces of full-val.yaml"
+    # The false-alarm budget held on each validation source's real faces.
+    assert set(shipped_card["calibration"]["val_fpr_by_source"]) == {"dfdc", "fairface"}
+    assert max(shipped_card["calibration"]["val_fpr_by_source"].values()) <= 0.05
     assert shipped_card["shipped_from"] == {"run": "run", "recipe": "train.yaml", "selected_epoch": 4,
                                             "calibrated_on": "full-val.yaml"}
+
+    # Recalibrating a shipped card refits on the faces it was calibrated on, from the shipped weights, and drops
+    # the metrics measured at the old threshold.
+    card_path = into / "tiny_a.card.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {"in_domain": {"command": "deepscan evaluate ..."}}
+    card["calibration"]["threshold"] = 0.5
+    card_path.write_text(json.dumps(card))
+    asked.clear()
+    shipping.recalibrate("tiny_a", into)
+    again = json.loads(card_path.read_text())
+    assert asked == [("full-val.yaml", shipped.SIZES["tiny_a"])] and again["metrics"] == {}
+    assert again["calibration"] == shipped_card["calibration"]
+    assert again["shipped_from"]["recalibrated"]["recipe"] == "full-val.yaml"
+    assert again["weights"] == shipped_card["weights"]

@@ -3,6 +3,7 @@
     python -m deepscan.train.shipping ship RUN_DIR RECIPE [--into weights]
     python -m deepscan.train.shipping evaluate NAME        (NAME: a shipped detector, or ensemble)
     python -m deepscan.train.shipping ensemble
+    python -m deepscan.train.shipping recalibrate NAME     (refit a shipped card's calibration by the current rules)
     python -m deepscan.train.shipping compare FIRST SECOND (paired AUC differences on the evaluations both ran)
 
 1. the run's selected weights are written as fp16 safetensors (half the size; the scanner computes in float32);
@@ -27,6 +28,7 @@ import argparse
 import json
 import shlex
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -57,9 +59,16 @@ def to_fp16_safetensors(source: Path, target: Path) -> None:
     atomic_write(target, save({key: value.contiguous() for key, value in state.items()}, metadata=metadata))
 
 
-def validation_faces(recipe_path: Path, input_size: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+class ValidationFaces(NamedTuple):
+    crops: np.ndarray  # (N, size, size, 3) uint8
+    labels: np.ndarray  # 1 = fake (a forged face or an SBI pseudo-fake), 0 = real
+    described: str  # where they come from, for the card's readers
+    sources: np.ndarray  # each face's source name (its pseudo-fakes: their real face's)
+
+
+def validation_faces(recipe_path: Path, input_size: int | None = None) -> ValidationFaces:
     """The recipe's validation faces as the trainer validates on them: uint8 crops at the input size (or at
-    ``input_size``), labels, and a description of where they come from."""
+    ``input_size``), labels, a description of where they come from, and each face's source."""
     from deepscan.detectors import get_config
     from deepscan.train.distributed import init_distributed
     from deepscan.train.recipe import load_recipe, with_changes
@@ -74,13 +83,14 @@ def validation_faces(recipe_path: Path, input_size: int | None = None) -> tuple[
     val = trainer.val_set
     crops = np.stack([val.make(index, 0)[0] for index in range(len(val))])
     labels = np.asarray(val.labels)
-    sources = ", ".join(summary.name for summary in trainer.summaries.get("val", []))
+    names = [summary.name for summary in trainer.summaries.get("val", [])]
     pseudo = sum(entry.pseudo_fake for entry in val.entries)
     described = (
-        f"{len(labels)} validation faces ({sources}; {int((labels == 0).sum())} real, {int((labels == 1).sum()) - pseudo} "
-        f"forged, {pseudo} SBI pseudo-fakes of the validation reals)"
+        f"{len(labels)} validation faces ({', '.join(names)}; {int((labels == 0).sum())} real, "
+        f"{int((labels == 1).sum()) - pseudo} forged, {pseudo} SBI pseudo-fakes of the validation reals)"
     )
-    return crops, labels, described
+    sources = np.asarray([names[val.faces[entry.face].source] for entry in val.entries])
+    return ValidationFaces(crops, labels, described, sources)
 
 
 def score(detector, crops: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -163,32 +173,62 @@ def update_checksums(folder: Path) -> None:
     atomic_write(folder / "SHA256SUMS", "\n".join(lines) + "\n")
 
 
+def calibrate(card: dict, weights: Path, recipe_path: Path, margin: float) -> None:
+    """Fit ``card``'s calibration, threshold and reliable range for ``weights`` on the validation faces of
+    ``recipe_path`` (at the card's input size; the threshold's false-alarm budget holds on each validation
+    source's real faces)."""
+    from deepscan.calibration import Calibration, fit_calibration
+    from deepscan.model_card import CalibrationSection
+    from deepscan.weights import ResolvedWeights, build_detector
+
+    # Built from the file alone: a card left beside it by an earlier shipping describes other weights.
+    resolved = ResolvedWeights(weights, "file", sha256_file(weights))
+    detector, _ = build_detector(card["detector"]["name"], resolved=resolved)
+    detector.eval()
+    faces = validation_faces(recipe_path, card["detector"]["input_size"])
+    logits = score(detector, faces.crops)
+    card["calibration"] = fit_calibration(logits, faces.labels, fitted_on=faces.described, sources=faces.sources)
+    calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
+    subset = np.sort(np.random.default_rng(0).permutation(len(faces.labels))[:RELIABILITY_FACES])
+    card["reliability"] = reliable_range(detector, calibration, faces.crops[subset], faces.labels[subset], margin)
+
+
+def recalibrate(name: str, into: Path) -> Path:
+    """Refit a shipped card's calibration, threshold and reliable range by the current rules, on the faces it was
+    calibrated on, from its shipped weights (unchanged); its metrics depend on the threshold and are dropped until
+    ``evaluate`` runs again."""
+    from datetime import date
+
+    from deepscan.train.recipe import load_recipe
+
+    card_path = into / f"{name}.card.json"
+    card = json.loads(card_path.read_text())
+    shipped_from = card["shipped_from"]
+    recipe_path = Path(shipped_from.get("calibrated_on") or shipped_from["recipe"])
+    calibrate(card, into / card["weights"]["file"], recipe_path, load_recipe(recipe_path).data.face.margin)
+    shipped_from["recalibrated"] = {"on": date.today().isoformat(), "recipe": str(recipe_path),
+                                    "threshold_rule": card["calibration"]["threshold_rule"]}
+    card["metrics"] = {}
+    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
+    write_markdown(card_path)
+    update_checksums(into)
+    return card_path
+
+
 def ship(run: Path, recipe_path: Path, into: Path, calibrate_on: Path | None = None) -> Path:
     """``calibrate_on``: another recipe whose validation faces (at this detector's input size) fit the calibration,
     threshold and reliable range, where the training recipe validated on a subset of them (a GPU run's face-crop
     bundle holds a share of the validation faces, re-encoded as JPEG), so that every card fits them on the same faces."""
-    from deepscan.calibration import Calibration, fit_calibration
-    from deepscan.model_card import CalibrationSection
-    from deepscan.train.recipe import load_recipe
     from deepscan.train.protocol import describe
-    from deepscan.weights import ResolvedWeights, build_detector
+    from deepscan.train.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     name = recipe.detector.name
     card = json.loads((run / f"{name}.card.json").read_text())
     weights = into / f"{name}.safetensors"
     to_fp16_safetensors(run / f"{name}.safetensors", weights)
-    # Built from the file alone: a card left in ``into`` by an earlier shipping describes other weights.
-    detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
-    detector.eval()
-    calibration_recipe = calibrate_on or recipe_path
-    crops, labels, described = validation_faces(calibration_recipe, card["detector"]["input_size"])
-    logits = score(detector, crops)
-    card["calibration"] = fit_calibration(logits, labels, fitted_on=described)
-    calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
-    subset = np.sort(np.random.default_rng(0).permutation(len(labels))[:RELIABILITY_FACES])
     margin = (load_recipe(calibrate_on) if calibrate_on is not None else recipe).data.face.margin
-    card["reliability"] = reliable_range(detector, calibration, crops[subset], labels[subset], margin)
+    calibrate(card, weights, calibrate_on or recipe_path, margin)
     card["weights"] = {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors", "dtype": "float16"}
     card["protocol"] = describe()
     card["shipped_from"] = {"run": run.name, "recipe": str(recipe_path), "selected_epoch": card["validation"]["epoch"]}
@@ -206,7 +246,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     chosen on validation faces by the members' own rule (each member scores its own resize of the same crop)."""
     from PIL import Image
 
-    from deepscan.calibration import Calibration, choose_threshold, threshold_rule
+    from deepscan.calibration import Calibration, choose_threshold, false_positive_rates_by_source, threshold_rule
     from deepscan.model_card import CalibrationSection
     from deepscan.weights import ResolvedWeights, build_detector
 
@@ -215,7 +255,9 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     if not members:
         raise SystemExit(f"{into}: no shipped detector to form an ensemble from")
     sizes = {name: cards[name]["detector"]["input_size"] for name in members}
-    crops, labels, described = validation_faces(Path(cards[members[0]]["shipped_from"]["recipe"]), max(sizes.values()))
+    first = cards[members[0]]["shipped_from"]
+    crops, labels, described, sources = validation_faces(Path(first.get("calibrated_on") or first["recipe"]),
+                                                         max(sizes.values()))
     probabilities = []
     for name in members:
         weights = into / f"{name}.safetensors"
@@ -224,15 +266,17 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
         calibration = Calibration.from_card(CalibrationSection.model_validate(cards[name]["calibration"]))
         probabilities.append(calibration.probability(score(detector.eval(), resized)))
     mean = np.mean(probabilities, axis=0)
-    threshold, val_fpr, val_tpr = choose_threshold(mean, labels, target_fpr)
+    threshold, val_fpr, val_tpr = choose_threshold(mean, labels, target_fpr, sources)
+    rule = threshold_rule(int((labels == 0).sum()), target_fpr, len(set(sources[labels == 0].tolist())))
     card = {
         "schema": "deepscan.ensemble-card",
         "members": members,
         "calibration": {
             "threshold": threshold,
-            "threshold_rule": threshold_rule(int((labels == 0).sum()), target_fpr).replace("calibrated", "mean calibrated"),
+            "threshold_rule": rule.replace("calibrated", "mean calibrated"),
             "fitted_on": described,
             "val_fpr": val_fpr,
+            "val_fpr_by_source": false_positive_rates_by_source(mean, labels, sources, threshold),
             "val_tpr": val_tpr,
         },
     }
@@ -399,6 +443,10 @@ def main() -> None:
     compare_parser.add_argument("second")
     compare_parser.add_argument("--splits", type=Path, default=Path("local/splits"), help="the protocol's split CSVs")
     compare_parser.add_argument("--out", type=Path, default=Path("local/eval"), help="evaluation outputs")
+    recalibrate_parser = commands.add_parser(
+        "recalibrate", help="refit a shipped card's calibration, threshold and reliable range (weights unchanged)")
+    recalibrate_parser.add_argument("name", help="shipped detector")
+    recalibrate_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
@@ -409,8 +457,11 @@ def main() -> None:
         card["known_failures"] = list(args.text)
         atomic_write(args.card, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
         write_markdown(args.card)
+        update_checksums(args.card.parent)
     elif args.command == "ensemble":
         print(ship_ensemble(args.into))
+    elif args.command == "recalibrate":
+        print(recalibrate(args.name, args.into))
     elif args.command == "evaluate":
         evaluate_shipped(args.name, args.into, args.splits, args.out, args.only)
     elif args.command == "compare":
