@@ -265,3 +265,19 @@ def test_ship_calibrates_on_the_validation_faces_of_the_recipe_it_is_given(tmp_p
     assert again["calibration"] == shipped_card["calibration"]
     assert again["shipped_from"]["recalibrated"]["recipe"] == "full-val.yaml"
     assert again["weights"] == shipped_card["weights"]
+
+
+def test_the_markdown_card_gives_each_validation_sources_false_positive_rate():
+    import copy
+    import json
+    from pathlib import Path
+
+    from deepscan.train.shipping import card_markdown
+
+    card = json.loads((Path(__file__).resolve().parent.parent / "weights" / "faclue.card.json").read_text())
+    per_source = copy.deepcopy(card)
+    per_source["calibration"]["val_fpr_by_source"] = {"dfdc": 0.04, "fairface": 0.0354}
+    pooled = copy.deepcopy(card)
+    pooled["calibration"].pop("val_fpr_by_source", None)
+    assert "; dfdc 0.040; fairface 0.035, true-positive rate" in card_markdown(per_source)
+    assert "; dfdc" not in card_markdown(pooled)

@@ -94,10 +94,18 @@ def _calibration(card: dict) -> list[str]:
         "",
         f"P(fake) = sigmoid({calibration.get('scale', 1):.4f} × logit + {calibration.get('bias', 0):.4f}), fitted on "
         f"{calibration.get('fitted_on', '?')}. Verdict threshold {calibration.get('threshold', 0.5):.4f}: "
-        f"{calibration.get('threshold_rule', '')} (on validation: false-positive rate {format_number(calibration.get('val_fpr'))}, "
-        f"true-positive rate {format_number(calibration.get('val_tpr'))}).",
+        f"{calibration.get('threshold_rule', '')} (on validation: false-positive rate {format_number(calibration.get('val_fpr'))}"
+        f"{_by_source(calibration)}, true-positive rate {format_number(calibration.get('val_tpr'))}).",
         "",
     ]
+
+
+def _by_source(calibration: dict) -> str:
+    """Each validation source's false-positive rate, where the card has them: "; dfdc 0.048, fairface 0.035"."""
+    from deepscan.evaluate.report import format_number
+
+    rates = calibration.get("val_fpr_by_source") or {}
+    return "".join(f"; {source} {format_number(rate)}" for source, rate in rates.items())
 
 
 def _reliability(card: dict) -> list[str]:
@@ -187,7 +195,7 @@ def _ensemble_threshold(card: dict) -> list[str]:
         "",
         f"Verdict threshold {calibration['threshold']:.4f} on the mean calibrated P(fake): "
         f"{calibration.get('threshold_rule', '')}, fitted on {calibration.get('fitted_on', '?')} (on validation: "
-        f"false-positive rate {format_number(calibration.get('val_fpr'))}, true-positive rate "
+        f"false-positive rate {format_number(calibration.get('val_fpr'))}{_by_source(calibration)}, true-positive rate "
         f"{format_number(calibration.get('val_tpr'))}).",
         "",
     ]
