@@ -279,5 +279,5 @@ def test_the_markdown_card_gives_each_validation_sources_false_positive_rate():
     per_source["calibration"]["val_fpr_by_source"] = {"dfdc": 0.04, "fairface": 0.0354}
     pooled = copy.deepcopy(card)
     pooled["calibration"].pop("val_fpr_by_source", None)
-    assert "; dfdc 0.040; fairface 0.035, true-positive rate" in card_markdown(per_source)
-    assert "; dfdc" not in card_markdown(pooled)
+    assert "false-positive rate 0.044 (dfdc 0.040, fairface 0.035), true-positive rate" in card_markdown(per_source)
+    assert "false-positive rate 0.044, true-positive rate" in card_markdown(pooled)

@@ -101,11 +101,11 @@ def _calibration(card: dict) -> list[str]:
 
 
 def _by_source(calibration: dict) -> str:
-    """Each validation source's false-positive rate, where the card has them: "; dfdc 0.048, fairface 0.035"."""
+    """Each validation source's false-positive rate, where the card has them: " (dfdc 0.048, fairface 0.035)"."""
     from deepscan.evaluate.report import format_number
 
     rates = calibration.get("val_fpr_by_source") or {}
-    return "".join(f"; {source} {format_number(rate)}" for source, rate in rates.items())
+    return f" ({', '.join(f'{source} {format_number(rate)}' for source, rate in rates.items())})" if rates else ""
 
 
 def _reliability(card: dict) -> list[str]:
