@@ -110,7 +110,7 @@ class Calibration:
 
 def threshold_rule(reals: int, target_fpr: float, sources: int | None = None) -> str:
     """The rule in words; ``sources``: how many validation sources the budget held on, each on its own."""
-    where = (f"the real faces of each of the {sources} validation sources ({reals} in all)" if sources
+    where = (f"the real faces of each of the {sources} validation sources ({reals} in all)" if sources and sources > 1
              else f"the {reals} validation real faces")
     return (
         f"highest threshold on the calibrated validation scores that reaches the best true-positive rate "
@@ -131,7 +131,9 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_fpr: 
 
     ``sources``: each face's source. Given, the budget holds for the real faces of every source on its own (the
     worst source's false-positive rate), not only for all of them together, where a source of many easy faces
-    can hide one whose faces are called fake twice as often. The FPR returned is over all real faces."""
+    can hide one whose faces are called fake twice as often. A source of fewer than ``1 / target_fpr`` real faces
+    then allows none of them to be called fake: give sources of a size that can measure the budget. The FPR
+    returned is over all real faces."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thresholds = roc_curve(labels, probabilities, drop_intermediate=False)

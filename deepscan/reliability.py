@@ -129,18 +129,23 @@ class JointRange:
     def min_face_px(self) -> float:
         return max((limits.min_face_px for limits in self.by_size.values()), default=0.0)
 
+    @property
+    def sharpness_sizes(self) -> list[int]:
+        """The input sizes with a sharpness bound: where a face's sharpness must be measured."""
+        return [size for size, limits in self.by_size.items() if limits.min_sharpness > 0]
+
     def shortfalls(self, face_px: float, sharpness_at: dict[int, float]) -> list[str]:
         """What puts a face outside any of the ranges (``[]``, ``"too small"``, ``"too blurred"``);
-        ``sharpness_at``: the face's sharpness on its crop at each input size of ``by_size``."""
+        ``sharpness_at``: the face's sharpness on its crop at each of :attr:`sharpness_sizes`."""
         found = {shortfall for size, limits in self.by_size.items()
-                 for shortfall in limits.shortfalls(face_px, sharpness_at[size])}
+                 for shortfall in limits.shortfalls(face_px, sharpness_at[size] if limits.min_sharpness else 0.0)}
         return [shortfall for shortfall in (TOO_SMALL, TOO_BLURRED) if shortfall in found]
 
     def describe(self) -> str:
         """In words, for verdict reasons; with sharpness bounds at several sizes, each with its size:
         "faces of at least 96 px and sharpness 69 at 128 px, 20.5 at 224 px"."""
         sharpness = {size: limits.min_sharpness for size, limits in self.by_size.items() if limits.min_sharpness > 0}
-        if len(sharpness) <= 1:
+        if len(self.by_size) == 1 or not sharpness:  # one detector, or no bound to place: as its card says it
             return ReliableRange(self.min_face_px, next(iter(sharpness.values()), 0.0)).describe()
         at_sizes = ", ".join(f"{bound:g} at {size} px" for size, bound in sharpness.items())
         face = f"{self.min_face_px:g} px and " if self.min_face_px > 0 else ""

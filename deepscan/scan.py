@@ -296,7 +296,8 @@ class Scanner:
 
     def _measure(self, record: FaceResult, face: Face, crops: dict[int, np.ndarray]) -> None:
         record.face_px = float(face.size)
-        sharpness_at = {size: face_sharpness(crops[size]) for size in self.crop_sizes}
+        sizes = {self.sharpness_size, *self.reliable_range.sharpness_sizes}
+        sharpness_at = {size: face_sharpness(crops[size]) for size in sizes}
         record.sharpness = sharpness_at[self.sharpness_size]
         record.outside_range = self.reliable_range.shortfalls(record.face_px, sharpness_at)
 

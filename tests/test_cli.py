@@ -47,7 +47,7 @@ def test_scan_video_writes_a_versioned_report(tmp_path, portrait_clip, untrained
     assert result.exit_code == 0, result.output
     assert "no trained weights" in result.stderr  # says plainly that scores mean nothing
     report = json.loads(report_path.read_text())
-    assert report["schema"] == "deepscan.scan-report" and report["schema_version"] == 1
+    assert report["schema"] == "deepscan.scan-report" and report["schema_version"] == 2
     custody = report["custody"]
     assert custody["detector"]["name"] == DEFAULT_METHOD
     assert custody["weights"] == {"source": "none", "path": None, "sha256": None, "trained": False}

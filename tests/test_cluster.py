@@ -201,6 +201,9 @@ def test_stopping_a_scan_part_way_keeps_what_was_done_and_the_actors(cluster, ca
     assert _comparable(first.result) == local_results[first.result.path]
     with pytest.raises(KeyboardInterrupt):
         scanning.throw(KeyboardInterrupt)
+    # A call of the stopped scan that reaches an actor now is answered at once, its file unread.
+    late = FileRequest.for_path(cluster._scans, len(case), case[0])
+    assert isinstance(ray.get(cluster.actors[0].handle.scan.remote(late, None, 3)), Stopped)
     again = {outcome.result.path: _comparable(outcome.result) for outcome in cluster.scan(case[:2])}
     assert again == {str(path): local_results[str(path)] for path in case[:2]}
 

@@ -52,3 +52,7 @@ def test_a_joint_range_holds_each_sharpness_bound_at_its_own_input_size():
     one = JointRange.of([(224, ReliableRange(64, 20))])
     assert one.describe() == "faces of at least 64 px and sharpness 20"  # one detector: as its card says it
     assert not JointRange.of([(224, ReliableRange())]).bounded
+    # One bound among several sizes still says its size: a face record's sharpness is at the largest.
+    lone = JointRange.of([(128, ReliableRange(64, 70)), (256, ReliableRange(96, 0))])
+    assert lone.describe() == "faces of at least 96 px and sharpness 70 at 128 px" and lone.sharpness_sizes == [128]
+    assert lone.shortfalls(100, {128: 80.0}) == []  # no sharpness needed at 256 px, where nothing bounds it

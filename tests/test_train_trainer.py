@@ -346,3 +346,14 @@ def test_a_backbone_the_detector_cannot_cut_is_a_one_line_recipe_error(workspace
     assert result.exit_code == 2, result.output
     assert f"detector.kwargs: {dict(faclue='FAClue', pel='PEL')[name]}: backbone {backbone!r} {says}" in result.stderr
     assert "internal error" not in result.output
+
+
+def test_shipping_reads_the_validation_faces_of_a_recipe_that_holds_out_training_groups(workspace):
+    """A recipe without validation sources of its own (val_fraction): the faces held out of its training
+    sources, each named by its training source."""
+    from deepscan.train import shipping
+
+    faces = shipping.validation_faces(write_recipe(workspace, "sficonv", file="held-out.yaml"))
+    assert faces.crops.shape[1:] == (32, 32, 3) and len(faces.crops) == len(faces.labels) == len(faces.sources) > 0
+    assert len(set(faces.sources.tolist())) == 1 and f"({faces.sources[0]}, held-out groups;" in faces.described
+    assert set(faces.labels.tolist()) == {0, 1}

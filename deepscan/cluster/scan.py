@@ -226,14 +226,20 @@ class ClusterScan:
 
         Only calls that have begun are cancelled: cancelling an actor call still queued could leave the actor
         waiting for it in its ordered queue ("Timed out waiting for seq_no ..."), so that every call of the next
-        scan on that actor failed after 30 s."""
+        scan on that actor failed after 30 s. (A file whose worker died and whose retry waits for the restarted
+        actor counts as begun, and is cancelled as before.) Without the ledger, every call is cancelled."""
         import ray
+        from ray.exceptions import RayError
 
-        begun = ray.get(self.ledger.stop.remote(self._scans))
+        try:
+            begun = ray.get(self.ledger.stop.remote(self._scans))
+        except RayError:  # the ledger is gone (its node died): no way to tell, so stop everything as before
+            begun = None
         for reference, (request, _actor) in in_flight.items():
-            if request.index in begun:
+            if begun is None or request.index in begun:
                 ray.cancel(reference)
-            self.ledger.settle.remote(request.scan, request.index)  # no answer will come to settle it
+            if begun is not None:
+                self.ledger.settle.remote(request.scan, request.index)  # no answer will come to settle it
 
     def _await_first_actor(self) -> None:
         """Wait until one actor can scan; raise ClusterError with the reason when none can (every node refused)."""

@@ -1,8 +1,9 @@
 """The versioned JSON scan report, with its chain-of-custody block.
 
-Schema ``deepscan.scan-report`` version 1:
+Schema ``deepscan.scan-report`` version 2 (version 1 gave ``decision.reliable_range.min_sharpness``, one bound at
+``sharpness_input_size``, where version 2 gives each bound at its own input size; readers here take both):
 
-    {"schema": "deepscan.scan-report", "schema_version": 1,
+    {"schema": "deepscan.scan-report", "schema_version": 2,
      "partial": false, "files_planned": N,
      "custody": {deepscan_version, started_at, finished_at, host, python, torch, detector, weights, parameters,
                  decision: {method, threshold, threshold_source, reliable_range, sharpness_input_size,
@@ -37,7 +38,7 @@ import deepscan
 from deepscan.runtime import atomic_write
 
 SCHEMA = "deepscan.scan-report"  # written by build_report, checked by load_report
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utc_now() -> str:

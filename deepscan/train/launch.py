@@ -49,9 +49,10 @@ def process_group(recipe: Recipe) -> Iterator[DistributedContext]:
     context = init_distributed(select_device(recipe.device, setting="device:"))
     try:
         yield context
-        # A run that ended well ends together: the other processes wait while the main one writes the weights and
-        # the card. One that left first has aborted at exit now and then (SIGABRT, "terminate called without an
-        # active exception"), and torchrun then stops the main process, whatever it was writing.
+        # A run that ends without an error (finished, or stopped at a step every process agreed on) ends together:
+        # the other processes wait while the main one writes the weights and the card. One that left first has
+        # aborted at exit now and then (SIGABRT, "terminate called without an active exception"), and torchrun
+        # then stops the main process, whatever it was writing.
         barrier(context)
     finally:
         shutdown(context)

@@ -83,10 +83,13 @@ def validation_faces(recipe_path: Path, input_size: int | None = None) -> Valida
     val = trainer.val_set
     crops = np.stack([val.make(index, 0)[0] for index in range(len(val))])
     labels = np.asarray(val.labels)
-    names = [summary.name for summary in trainer.summaries.get("val", [])]
+    # The recipe's validation sources, or (with val_fraction) held-out groups of its training sources.
+    part = "val" if "val" in trainer.summaries else "train"
+    names = [summary.name for summary in trainer.summaries[part]]
     pseudo = sum(entry.pseudo_fake for entry in val.entries)
+    held_out = "" if part == "val" else ", held-out groups"
     described = (
-        f"{len(labels)} validation faces ({', '.join(names)}; {int((labels == 0).sum())} real, "
+        f"{len(labels)} validation faces ({', '.join(names)}{held_out}; {int((labels == 0).sum())} real, "
         f"{int((labels == 1).sum()) - pseudo} forged, {pseudo} SBI pseudo-fakes of the validation reals)"
     )
     sources = np.asarray([names[val.faces[entry.face].source] for entry in val.entries])
@@ -212,6 +215,8 @@ def recalibrate(name: str, into: Path) -> Path:
     atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     write_markdown(card_path)
     update_checksums(into)
+    if (into / "ensemble.card.json").is_file():
+        print(f"{name}'s calibration changed: re-make the ensemble card (shipping ensemble), then evaluate both")
     return card_path
 
 
