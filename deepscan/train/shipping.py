@@ -176,12 +176,13 @@ def update_checksums(folder: Path) -> None:
     atomic_write(folder / "SHA256SUMS", "\n".join(lines) + "\n")
 
 
-def calibrate(card: dict, weights: Path, recipe_path: Path, margin: float) -> None:
+def calibrate(card: dict, weights: Path, recipe_path: Path) -> None:
     """Fit ``card``'s calibration, threshold and reliable range for ``weights`` on the validation faces of
-    ``recipe_path`` (at the card's input size; the threshold's false-alarm budget holds on each validation
-    source's real faces)."""
+    ``recipe_path`` (at the card's input size, framed with its face margin; the threshold's false-alarm budget
+    holds on each validation source's real faces)."""
     from deepscan.calibration import Calibration, fit_calibration
     from deepscan.model_card import CalibrationSection
+    from deepscan.train.recipe import load_recipe
     from deepscan.weights import ResolvedWeights, build_detector
 
     # Built from the file alone: a card left beside it by an earlier shipping describes other weights.
@@ -193,6 +194,7 @@ def calibrate(card: dict, weights: Path, recipe_path: Path, margin: float) -> No
     card["calibration"] = fit_calibration(logits, faces.labels, fitted_on=faces.described, sources=faces.sources)
     calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
     subset = np.sort(np.random.default_rng(0).permutation(len(faces.labels))[:RELIABILITY_FACES])
+    margin = load_recipe(recipe_path).data.face.margin
     card["reliability"] = reliable_range(detector, calibration, faces.crops[subset], faces.labels[subset], margin)
 
 
@@ -202,13 +204,11 @@ def recalibrate(name: str, into: Path) -> Path:
     ``evaluate`` runs again."""
     from datetime import date
 
-    from deepscan.train.recipe import load_recipe
-
     card_path = into / f"{name}.card.json"
     card = json.loads(card_path.read_text())
     shipped_from = card["shipped_from"]
     recipe_path = Path(shipped_from.get("calibrated_on") or shipped_from["recipe"])
-    calibrate(card, into / card["weights"]["file"], recipe_path, load_recipe(recipe_path).data.face.margin)
+    calibrate(card, into / card["weights"]["file"], recipe_path)
     shipped_from["recalibrated"] = {"on": date.today().isoformat(), "recipe": str(recipe_path),
                                     "threshold_rule": card["calibration"]["threshold_rule"]}
     card["metrics"] = {}
@@ -232,8 +232,7 @@ def ship(run: Path, recipe_path: Path, into: Path, calibrate_on: Path | None = N
     card = json.loads((run / f"{name}.card.json").read_text())
     weights = into / f"{name}.safetensors"
     to_fp16_safetensors(run / f"{name}.safetensors", weights)
-    margin = (load_recipe(calibrate_on) if calibrate_on is not None else recipe).data.face.margin
-    calibrate(card, weights, calibrate_on or recipe_path, margin)
+    calibrate(card, weights, calibrate_on or recipe_path)
     card["weights"] = {"file": weights.name, "sha256": sha256_file(weights), "format": "safetensors", "dtype": "float16"}
     card["protocol"] = describe()
     card["shipped_from"] = {"run": run.name, "recipe": str(recipe_path), "selected_epoch": card["validation"]["epoch"]}
