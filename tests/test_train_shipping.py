@@ -282,3 +282,142 @@ def test_the_markdown_card_gives_each_validation_sources_false_positive_rate():
     pooled["calibration"].pop("val_fpr_by_source", None)
     assert "false-positive rate 0.044 (dfdc 0.040, fairface 0.035), true-positive rate" in card_markdown(per_source)
     assert "false-positive rate 0.044, true-positive rate" in card_markdown(pooled)
+
+
+def test_h264_false_alarms_of_real_validation_faces_are_recorded_crf_by_crf(tmp_path, monkeypatch):
+    """A detector that reads smooth faces as forged calls more real faces fake once H.264 smooths them: the card
+    records how many, source by source, for one detector and for the ensemble of several."""
+    import json
+
+    import torch
+
+    from deepscan.detectors import registry
+    from deepscan.detectors.base import Detector, DetectorConfig
+    from deepscan.evaluate.perturb import apply_perturbation
+    from deepscan.train import shipping
+    from deepscan.weights import save_weights
+
+    class Smoothness(Detector):  # fake-logit = bias - mean vertical pixel difference
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            detail = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+            return self.head(detail[:, None]).squeeze(1)
+
+    sizes = {"smooth_a": 32, "smooth_b": 48}
+    registry.list_detectors()
+    for name, size in sizes.items():
+        config = DetectorConfig(name=name, paper="a test detector", input_size=size, weights=f"{name}.safetensors")
+        monkeypatch.setitem(registry._ENTRYPOINTS, name, (lambda **kwargs: Smoothness(), config))
+
+    rng = np.random.default_rng(0)
+    faces, asked = 24, []
+    labels = np.arange(faces) % 2
+    noise = rng.uniform(4, 40, faces)  # real faces from nearly smooth to grainy
+
+    def validation_faces(recipe_path, input_size=None):
+        asked.append(input_size)
+        crops = np.clip(128 + noise[:, None, None, None] * np.random.default_rng(1).standard_normal(
+            (faces, input_size, input_size, 3)), 0, 255).astype(np.uint8)
+        sources = np.where(np.arange(faces) < faces // 2, "dfdc", "fairface")
+        return shipping.ValidationFaces(crops, labels, f"{faces} test faces", sources)
+
+    monkeypatch.setattr(shipping, "validation_faces", validation_faces)
+    monkeypatch.setattr(shipping, "write_markdown", lambda card_path: None)  # these cards hold only what h264 reads
+    identity = {"method": "platt", "scale": 1.0, "bias": 0.0, "threshold": 0.5,
+                "check": {"logits": [0.0], "probabilities": [0.5]}}
+    for name, size in sizes.items():
+        detector = registry.create_detector(name).eval()
+        with torch.no_grad():
+            detector.head.weight.fill_(-1.0)
+            detector.head.bias.zero_()
+            detail = -shipping.score(detector, validation_faces(None, size).crops[labels == 0])
+            detector.head.bias.fill_(float(np.quantile(detail, 1 / 3)))  # the smoothest third of the clean reals: fake
+        save_weights(detector, tmp_path / f"{name}.safetensors")
+        (tmp_path / f"{name}.card.json").write_text(json.dumps({
+            "schema": "deepscan.model-card", "detector": {"name": name, "input_size": size},
+            "calibration": identity, "shipped_from": {"recipe": "val.yaml"}}))
+    (tmp_path / "ensemble.card.json").write_text(json.dumps({
+        "schema": "deepscan.ensemble-card", "members": list(sizes), "calibration": {"threshold": 0.5}}))
+
+    for name in ("smooth_a", "ensemble"):
+        asked.clear()
+        card_path = shipping.h264_false_alarms(name, tmp_path, crfs=(23, 40))
+        measured = json.loads(card_path.read_text())["h264_false_alarms"]
+        assert asked == [32 if name == "smooth_a" else 48]  # the ensemble: at its largest member's size
+        assert [row["crf"] for row in measured["rows"]] == [None, 23, 40]
+        assert measured["command"] == f"python -m deepscan.train.shipping h264 {name}"
+        members = {member: json.loads((tmp_path / f"{member}.card.json").read_text())
+                   for member in (sizes if name == "ensemble" else [name])}
+        probability = shipping._members_probability(tmp_path, members)
+        faces_seen = validation_faces(None, asked[0])
+        reals, sources = faces_seen.crops[labels == 0], faces_seen.sources[labels == 0]
+        for row in measured["rows"]:
+            crops = reals if row["crf"] is None else np.stack(
+                [apply_perturbation(crop, "h264", row["crf"], index) for index, crop in enumerate(reals)])
+            called_fake = probability(crops) >= 0.5
+            assert row["false_alarms"] == pytest.approx(called_fake.mean(), abs=1e-4)
+            assert row["by_source"] == pytest.approx(
+                {source: called_fake[sources == source].mean() for source in ("dfdc", "fairface")}, abs=1e-4)
+        assert measured["rows"][-1]["false_alarms"] > measured["rows"][0]["false_alarms"]  # H.264 smoothed them
+
+    # A shipped card's Markdown half gives the table, row by row.
+    card = json.loads((Path(__file__).resolve().parent.parent / "weights" / "faclue.card.json").read_text())
+    markdown = shipping.card_markdown({**card, "h264_false_alarms": measured})
+    assert "## Real faces after H.264 re-encoding" in markdown and "| encoding | all | dfdc | fairface |" in markdown
+    row = measured["rows"][-1]
+    assert (f"| H.264 CRF 40 | {row['false_alarms']:.3f} | {row['by_source']['dfdc']:.3f} | "
+            f"{row['by_source']['fairface']:.3f} |") in markdown
+
+
+def test_the_ensemble_threshold_is_chosen_on_its_members_mean_probability_source_by_source(shipped, monkeypatch):
+    import json
+
+    import torch
+
+    from deepscan.calibration import choose_threshold, sigmoid
+    from deepscan.detectors import create_detector
+    from deepscan.train import shipping
+    from deepscan.weights import save_weights
+
+    faces, asked = 60, []
+    labels = np.arange(faces) % 2
+    brightness = np.random.default_rng(2).uniform(40, 200, faces) + 30 * labels  # fakes brighter, overlapping
+    sources = np.where(np.arange(faces) < 40, "dfdc", "fairface")
+
+    def validation_faces(recipe_path, input_size=None):
+        asked.append(input_size)
+        crops = np.broadcast_to(brightness[:, None, None, None], (faces, input_size, input_size, 3)).astype(np.uint8)
+        return shipping.ValidationFaces(crops, labels, f"{faces} test faces", sources)
+
+    monkeypatch.setattr(shipping, "validation_faces", validation_faces)
+    monkeypatch.setattr(shipping, "write_markdown", lambda card_path: None)
+    scales = {"tiny_a": 1.0, "tiny_b": 3.0}  # members disagree in how sure they are
+    detectors = {}
+    for name, scale in scales.items():
+        detector = detectors[name] = create_detector(name).eval()
+        with torch.no_grad():
+            detector.head.weight.fill_(1.0)
+            detector.head.bias.zero_()
+        save_weights(detector, shipped.folder / f"{name}.safetensors")
+        calibration = {"method": "platt", "scale": scale, "bias": -scale * 0.5, "threshold": 0.5,
+                       "check": {"logits": [0.0], "probabilities": [float(sigmoid(np.array(-scale * 0.5)))]}}
+        (shipped.folder / f"{name}.card.json").write_text(json.dumps({
+            "schema": "deepscan.model-card", "detector": {"name": name, "input_size": shipped.SIZES[name]},
+            "calibration": calibration, "shipped_from": {"recipe": "val.yaml"}}))
+
+    card = json.loads(shipping.ship_ensemble(shipped.folder).read_text())
+    assert card["members"] == ["tiny_a", "tiny_b"] and asked == [max(shipped.SIZES.values())]
+    # Uniform crops look the same at any size: each member's calibrated P(fake) from its own logits.
+    probability = {name: sigmoid(scale * (shipping.score(detectors[name], validation_faces(None, 32).crops) - 0.5))
+                   for name, scale in scales.items()}
+    mean = (probability["tiny_a"] + probability["tiny_b"]) / 2
+    assert not np.allclose(probability["tiny_a"], probability["tiny_b"])
+    threshold, fpr, tpr = choose_threshold(mean, labels, 0.05, sources)
+    assert card["calibration"]["threshold"] == pytest.approx(threshold)
+    assert (card["calibration"]["val_fpr"], card["calibration"]["val_tpr"]) == pytest.approx((fpr, tpr))
+    assert card["calibration"]["val_fpr_by_source"] == pytest.approx(
+        {source: float((mean[(labels == 0) & (sources == source)] >= threshold).mean()) for source in ("dfdc", "fairface")})
+    assert max(card["calibration"]["val_fpr_by_source"].values()) <= 0.05

@@ -125,6 +125,29 @@ def _reliability(card: dict) -> list[str]:
     return lines
 
 
+def _h264_false_alarms(card: dict) -> list[str]:
+    from deepscan.evaluate.report import format_number
+
+    measured = card.get("h264_false_alarms")
+    if not measured:
+        return []
+    sources = list(measured["rows"][0]["by_source"])
+    lines = [
+        "## Real faces after H.264 re-encoding",
+        "",
+        f"Share of {measured['faces']} called fake at the threshold ({measured['threshold']:.4f}), clean and with "
+        f"{measured['encoding']}: `{measured['command']}`.",
+        "",
+        f"| encoding | all | {' | '.join(sources)} |",
+        "|---" * (len(sources) + 2) + "|",
+    ]
+    for row in measured["rows"]:
+        encoding = "clean" if row["crf"] is None else f"H.264 CRF {row['crf']}"
+        cells = " | ".join(format_number(row["by_source"].get(source)) for source in sources)
+        lines.append(f"| {encoding} | {format_number(row['false_alarms'])} | {cells} |")
+    return lines + [""]
+
+
 def _result_row(key: str, condition: str, result: dict) -> str:
     from deepscan.evaluate.report import format_number, format_rate
 
@@ -164,7 +187,7 @@ def _known_failures(card: dict) -> list[str]:
     return ["## Known failure modes", "", *[f"- {item}" for item in card["known_failures"]], ""]
 
 
-SECTIONS = (_header, _data, _training, _calibration, _reliability, _results, _known_failures)
+SECTIONS = (_header, _data, _training, _calibration, _reliability, _h264_false_alarms, _results, _known_failures)
 
 
 def card_markdown(card: dict) -> str:
@@ -239,5 +262,5 @@ def ensemble_markdown(card: dict, members: dict[str, dict]) -> str:
     """``ensemble.md`` from ``ensemble.card.json`` and its members' cards (by name; a missing one reads as not
     measured)."""
     sections = (_ensemble_header(card), _ensemble_threshold(card), _members_compared(card, members),
-                _results(card), _known_failures(card))
+                _h264_false_alarms(card), _results(card), _known_failures(card))
     return "\n".join(line for section in sections for line in section)

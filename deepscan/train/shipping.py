@@ -4,6 +4,7 @@
     python -m deepscan.train.shipping evaluate NAME        (NAME: a shipped detector, or ensemble)
     python -m deepscan.train.shipping ensemble
     python -m deepscan.train.shipping recalibrate NAME     (refit a shipped card's calibration by the current rules)
+    python -m deepscan.train.shipping h264 NAME            (validation reals called fake after H.264 re-encoding)
     python -m deepscan.train.shipping compare FIRST SECOND (paired AUC differences on the evaluations both ran)
 
 1. the run's selected weights are written as fp16 safetensors (half the size; the scanner computes in float32);
@@ -43,6 +44,9 @@ BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 # Validation faces degraded for the reliable range (a seeded subset: 14 degradations of every face would take
 # the CPU longer than the training's own validation).
 RELIABILITY_FACES = 400
+# H.264 from light to heavy (x264's default is 23), for the false alarms of real faces re-encoded: most footage an
+# investigator brings is H.264, and a detector that reads its artefacts as forgery accuses real people.
+H264_CRFS = (18, 23, 28, 33)
 
 
 def to_fp16_safetensors(source: Path, target: Path) -> None:
@@ -212,9 +216,11 @@ def recalibrate(name: str, into: Path) -> Path:
     shipped_from["recalibrated"] = {"on": date.today().isoformat(), "recipe": str(recipe_path),
                                     "threshold_rule": card["calibration"]["threshold_rule"]}
     card["metrics"] = {}
+    card.pop("h264_false_alarms", None)
     atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     write_markdown(card_path)
     update_checksums(into)
+    print(f"{name}'s threshold changed: measure it again (shipping evaluate {name}; shipping h264 {name})")
     if (into / "ensemble.card.json").is_file():
         print(f"{name}'s calibration changed: re-make the ensemble card (shipping ensemble), then evaluate both")
     return card_path
@@ -248,28 +254,16 @@ def ship(run: Path, recipe_path: Path, into: Path, calibrate_on: Path | None = N
 def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     """``ensemble.card.json``: the shipped detectors as members and the threshold on their mean calibrated P(fake),
     chosen on validation faces by the members' own rule (each member scores its own resize of the same crop)."""
-    from PIL import Image
-
-    from deepscan.calibration import Calibration, choose_threshold, false_positive_rates_by_source, threshold_rule
-    from deepscan.model_card import CalibrationSection
-    from deepscan.weights import ResolvedWeights, build_detector
+    from deepscan.calibration import choose_threshold, false_positive_rates_by_source, threshold_rule
 
     cards = {path.name.removesuffix(".card.json"): json.loads(path.read_text()) for path in sorted(into.glob("*.card.json"))}
     members = sorted(name for name, card in cards.items() if card.get("schema") == "deepscan.model-card")
     if not members:
         raise SystemExit(f"{into}: no shipped detector to form an ensemble from")
-    sizes = {name: cards[name]["detector"]["input_size"] for name in members}
     first = cards[members[0]]["shipped_from"]
     crops, labels, described, sources = validation_faces(Path(first.get("calibrated_on") or first["recipe"]),
-                                                         max(sizes.values()))
-    probabilities = []
-    for name in members:
-        weights = into / f"{name}.safetensors"
-        detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
-        resized = np.stack([np.asarray(Image.fromarray(c).resize((sizes[name],) * 2, Image.Resampling.BOX)) for c in crops])
-        calibration = Calibration.from_card(CalibrationSection.model_validate(cards[name]["calibration"]))
-        probabilities.append(calibration.probability(score(detector.eval(), resized)))
-    mean = np.mean(probabilities, axis=0)
+                                                         max(cards[name]["detector"]["input_size"] for name in members))
+    mean = _members_probability(into, {name: cards[name] for name in members})(crops)
     threshold, val_fpr, val_tpr = choose_threshold(mean, labels, target_fpr, sources)
     rule = threshold_rule(int((labels == 0).sum()), target_fpr, len(set(sources[labels == 0].tolist())))
     card = {
@@ -288,6 +282,75 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     atomic_write(path, json.dumps(card, indent=2) + "\n")
     write_markdown(path)
     return path
+
+
+def _members_probability(into: Path, cards: dict[str, dict]):
+    """A function from uint8 crops to the mean calibrated P(fake) of the shipped detectors ``cards`` (name -> card),
+    each scoring its own resize of the crops (one member: its own P(fake))."""
+    from PIL import Image
+
+    from deepscan.calibration import Calibration
+    from deepscan.model_card import CalibrationSection
+    from deepscan.weights import ResolvedWeights, build_detector
+
+    members = []
+    for name, card in cards.items():
+        weights = into / f"{name}.safetensors"
+        detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
+        calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
+        members.append((detector.eval(), calibration, card["detector"]["input_size"]))
+
+    def probability(crops: np.ndarray) -> np.ndarray:
+        found = []
+        for detector, calibration, size in members:
+            resized = crops if crops.shape[1] == size else np.stack(
+                [np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BOX)) for c in crops])
+            found.append(calibration.probability(score(detector, resized)))
+        return np.mean(found, axis=0)
+
+    return probability
+
+
+def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) -> Path:
+    """Record in the card of shipped detector ``name`` (or ``ensemble``) the share of its validation real faces it
+    calls fake at its threshold, clean and re-encoded with H.264 at each of ``crfs`` (each crop alone, as
+    ``deepscan evaluate --perturb h264:CRF`` encodes a face), source by source. Validation faces only: the figure
+    describes a failure, it chooses nothing."""
+    from deepscan.calibration import false_positive_rates_by_source
+    from deepscan.ensemble import ENSEMBLE, ENSEMBLE_CARD
+    from deepscan.evaluate.perturb import apply_perturbation
+
+    ensemble = name == ENSEMBLE
+    card_path = into / (ENSEMBLE_CARD if ensemble else f"{name}.card.json")
+    if not card_path.is_file():
+        raise SystemExit(f"{card_path}: no such card")
+    card = json.loads(card_path.read_text())
+    members = {member: json.loads((into / f"{member}.card.json").read_text())
+               for member in (card["members"] if ensemble else [name])}
+    first = next(iter(members.values()))["shipped_from"]
+    size = max(member["detector"]["input_size"] for member in members.values())
+    faces = validation_faces(Path(first.get("calibrated_on") or first["recipe"]), size)
+    reals, sources = faces.crops[faces.labels == 0], faces.sources[faces.labels == 0]
+    probability, threshold = _members_probability(into, members), card["calibration"]["threshold"]
+
+    rows = []
+    for crf in (None, *crfs):
+        crops = reals if crf is None else np.stack(
+            [apply_perturbation(crop, "h264", crf, index) for index, crop in enumerate(reals)])
+        p = probability(crops)
+        rows.append({"crf": crf, "false_alarms": round(float((p >= threshold).mean()), 4),
+                     "by_source": {source: round(rate, 4) for source, rate in
+                                   false_positive_rates_by_source(p, np.zeros(len(p)), sources, threshold).items()}})
+    card["h264_false_alarms"] = {
+        "command": f"python -m deepscan.train.shipping h264 {name}",
+        "faces": f"the {len(reals)} real faces of the {faces.described}",
+        "encoding": "each face crop encoded alone as a one-frame H.264 video (libx264, preset medium) at each CRF",
+        "threshold": threshold,
+        "rows": rows,
+    }
+    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
+    write_markdown(card_path)
+    return card_path
 
 
 # The model card's figures: one `deepscan evaluate` run each, on the protocol's held-out data
@@ -451,6 +514,10 @@ def main() -> None:
         "recalibrate", help="refit a shipped card's calibration, threshold and reliable range (weights unchanged)")
     recalibrate_parser.add_argument("name", help="shipped detector")
     recalibrate_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
+    h264_parser = commands.add_parser(
+        "h264", help="record the validation real faces called fake after H.264 re-encoding, CRF by CRF")
+    h264_parser.add_argument("name", help="shipped detector, or 'ensemble'")
+    h264_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
@@ -466,6 +533,8 @@ def main() -> None:
         print(ship_ensemble(args.into))
     elif args.command == "recalibrate":
         print(recalibrate(args.name, args.into))
+    elif args.command == "h264":
+        print(h264_false_alarms(args.name, args.into))
     elif args.command == "evaluate":
         evaluate_shipped(args.name, args.into, args.splits, args.out, args.only)
     elif args.command == "compare":
