@@ -102,6 +102,30 @@ def test_loss_is_finite_and_reaches_every_inference_parameter(built):
         detector.eval()
 
 
+def test_channels_last_training_gives_the_same_loss_and_gradients(built):
+    """Recipes may train in the channels-last layout (GPU tensor cores): a detector that reshapes with ``view`` or
+    assumes contiguous strides fails here rather than on a lent GPU."""
+    import copy
+
+    name, detector = built
+    losses, grads = [], []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        # In float64, where summing in another order changes nothing visible: what differs is the layout alone.
+        model = copy.deepcopy(detector).double().to(memory_format=layout).train()
+        if hasattr(model, "perceptual_features"):  # RALF's frozen network of eq. 6 is no submodule: not converted
+            model.perceptual_features().layers.double()
+        torch.manual_seed(3)  # the same dropout draws for both layouts
+        out = model.loss(faces(2, seed=2).double().contiguous(memory_format=layout), torch.tensor([0, 1]))
+        out.loss.backward()
+        losses.append(out.loss.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert torch.allclose(losses[0], losses[1], rtol=1e-9, atol=1e-9), (name, losses)
+    assert grads[0].keys() == grads[1].keys() and grads[0], name
+    scale = max(float(g.abs().max()) for g in grads[0].values())
+    worst = max(float((grads[0][n] - grads[1][n]).abs().max()) for n in grads[0]) / scale
+    assert worst < 1e-6, f"{name}: gradients differ by {worst:.2g} of the largest one"
+
+
 def test_cam_target_layers_resolve_to_modules_that_output_4d_tensors_with_gradients(built):
     name, detector = built
     detector.eval()

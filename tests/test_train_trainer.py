@@ -357,3 +357,29 @@ def test_shipping_reads_the_validation_faces_of_a_recipe_that_holds_out_training
     assert faces.crops.shape[1:] == (32, 32, 3) and len(faces.crops) == len(faces.labels) == len(faces.sources) > 0
     assert len(set(faces.sources.tolist())) == 1 and f"({faces.sources[0]}, held-out groups;" in faces.described
     assert set(faces.labels.tolist()) == {0, 1}
+
+
+def test_a_channels_last_recipe_trains_weights_and_batches_in_that_layout(workspace, monkeypatch):
+    from deepscan.detectors.ralf import RALF
+
+    seen = []
+    original = RALF.training_step
+
+    def spy(self, x, y, optimizers, progress=0.0):
+        kernel = self.reconstructor.stem[0].weight
+        seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                     kernel.is_contiguous(memory_format=torch.channels_last)))
+        return original(self, x, y, optimizers, progress)
+
+    monkeypatch.setattr(RALF, "training_step", spy)
+    recipe = write_recipe(workspace, "ralf", file="ralf-layout.yaml")
+    for channels_last in (False, True):
+        seen.clear()
+        output = workspace / "runs" / f"ralf-channels-last-{channels_last}"
+        result = run_cli("train", recipe, "-o", output, "--set", f"channels_last={str(channels_last).lower()}")
+        assert result.exit_code == 0, result.output
+        assert seen == [(channels_last, channels_last)] * 2  # both steps, batch and weights alike
+        # The weights come out in the usual layout and score a face.
+        detector, _ = build_detector("ralf", output / "ralf.safetensors")
+        with torch.no_grad():
+            assert torch.isfinite(detector.eval()(torch.rand(1, 3, 32, 32))).all()

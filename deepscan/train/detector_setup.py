@@ -47,6 +47,11 @@ def training_autocast_dtype(precision: str, device: torch.device) -> torch.dtype
     return torch.bfloat16 if precision == "bf16" or device.type == "cuda" else None
 
 
+def memory_format(recipe: Recipe) -> torch.memory_format:
+    """The layout of the network's weights and of each batch (``channels_last``, or PyTorch's default)."""
+    return torch.channels_last if recipe.channels_last else torch.contiguous_format
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """The context a forward pass runs in: autocast to ``dtype``, or plain float32 when it is None."""
     if dtype is None:

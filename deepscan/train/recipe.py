@@ -238,6 +238,9 @@ class Recipe(Strict):
     max_minutes: float | None = Field(default=None, gt=0.0)
     num_workers: int = Field(default=2, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Convolutions on channels-last (NHWC) tensors: on a CUDA GPU under bfloat16, cuDNN's tensor-core kernels read
+    # that layout without transposing every activation. Same numbers up to rounding, on any device.
+    channels_last: bool = False
 
     @field_validator("init")
     @classmethod
@@ -427,7 +430,7 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 
 # Top-level keys added after runs were made, with the default that leaves a recipe's hash as it was: a run
 # started before a key existed still resumes, and its recipe still hashes the same.
-HASH_NEUTRAL_DEFAULTS = {"precision": None, "max_minutes": None}
+HASH_NEUTRAL_DEFAULTS = {"precision": None, "max_minutes": None, "channels_last": False}
 
 
 def recipe_hash(recipe: Recipe, ignore: tuple[str, ...] = ()) -> str:

@@ -36,6 +36,7 @@ from deepscan.train.checkpoint import RESUMABLE_CHANGES, Checkpoints, RunPositio
 from deepscan.train.data_preparation import FacePreparation, TrainingData
 from deepscan.train.detector_setup import (
     build_detector,
+    memory_format,
     prepare_training_only_networks,
     training_autocast_dtype,
     training_device,
@@ -128,7 +129,7 @@ class Trainer:
         self.detector, self.start = build_detector(self.recipe)  # first: it names an unknown detector in one line
         self.detector_config = get_config(self.recipe.detector.name)
         prepare_training_only_networks(self.detector, self.recipe, self.options.recipe_origin, self.start)
-        self.detector.to(self.device)
+        self.detector.to(self.device, memory_format=memory_format(self.recipe))
         self.optimisation = Optimisation.build(self.detector, self.recipe, self.context)
         # Different dropout masks per process from here on (the data differs too).
         torch.manual_seed(self.recipe.seed * 1000 + self.context.rank + 1)
