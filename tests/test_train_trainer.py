@@ -214,7 +214,8 @@ def test_a_resumed_run_with_other_epochs_keeps_its_cosine_plan_and_its_card_says
     assert run_cli("train", recipe, "-o", output).exit_code == 0
     first = json.loads((output / "sficonv.card.json").read_text())["training"]
     assert (first["epochs"], first["lr_schedule_epochs"]) == (1, 1)
-    longer = run_cli("train", recipe, "-o", output, "--resume", "--set", "epochs=2")
+    # Another memory layout changes only rounding: the run goes on in it.
+    longer = run_cli("train", recipe, "-o", output, "--resume", "--set", "epochs=2", "--set", "channels_last=true")
     assert longer.exit_code == 0, longer.output
     assert "the cosine schedule was planned for 1" in longer.stderr
     training = json.loads((output / "sficonv.card.json").read_text())["training"]

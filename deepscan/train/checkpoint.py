@@ -23,8 +23,9 @@ from deepscan.train.optimisation import Optimisation
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "deepscan.train-checkpoint"
 # Keys that may change between a run and its resumption without changing what it computes (epochs may grow, and
-# so may the time budget).
-RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "max_minutes")
+# so may the time budget; the device and the memory layout change only rounding: a run started on the CPU may go
+# on on a lent GPU).
+RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "max_minutes", "channels_last")
 
 
 @dataclass
