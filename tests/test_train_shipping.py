@@ -328,19 +328,23 @@ def test_h264_false_alarms_of_real_validation_faces_are_recorded_crf_by_crf(tmp_
     monkeypatch.setattr(shipping, "write_markdown", lambda card_path: None)  # these cards hold only what h264 reads
     identity = {"method": "platt", "scale": 1.0, "bias": 0.0, "threshold": 0.5,
                 "check": {"logits": [0.0], "probabilities": [0.5]}}
+    detectors = {}
     for name, size in sizes.items():
-        detector = registry.create_detector(name).eval()
+        detector = detectors[name] = registry.create_detector(name).eval()
         with torch.no_grad():
             detector.head.weight.fill_(-1.0)
             detector.head.bias.zero_()
             detail = -shipping.score(detector, validation_faces(None, size).crops[labels == 0])
-            detector.head.bias.fill_(float(np.quantile(detail, 1 / 3)))  # the smoothest third of the clean reals: fake
+            # Steep enough that P(fake) spreads over (0, 1): the smoothest third of the clean reals is called fake.
+            detector.head.weight.fill_(-50.0)
+            detector.head.bias.fill_(50.0 * float(np.quantile(detail, 1 / 3)))
         save_weights(detector, tmp_path / f"{name}.safetensors")
         (tmp_path / f"{name}.card.json").write_text(json.dumps({
             "schema": "deepscan.model-card", "detector": {"name": name, "input_size": size},
             "calibration": identity, "shipped_from": {"recipe": "val.yaml"}}))
     (tmp_path / "ensemble.card.json").write_text(json.dumps({
-        "schema": "deepscan.ensemble-card", "members": list(sizes), "calibration": {"threshold": 0.5}}))
+        "schema": "deepscan.ensemble-card", "members": list(sizes), "calibration": {"threshold": 0.3}}))
+    thresholds = {"smooth_a": 0.5, "ensemble": 0.3}  # the card's own threshold, not its members'
 
     for name in ("smooth_a", "ensemble"):
         asked.clear()
@@ -349,19 +353,29 @@ def test_h264_false_alarms_of_real_validation_faces_are_recorded_crf_by_crf(tmp_
         assert asked == [32 if name == "smooth_a" else 48]  # the ensemble: at its largest member's size
         assert [row["crf"] for row in measured["rows"]] == [None, 23, 40]
         assert measured["command"] == f"python -m deepscan.train.shipping h264 {name}"
-        members = {member: json.loads((tmp_path / f"{member}.card.json").read_text())
-                   for member in (sizes if name == "ensemble" else [name])}
-        probability = shipping._members_probability(tmp_path, members)
         faces_seen = validation_faces(None, asked[0])
         reals, sources = faces_seen.crops[labels == 0], faces_seen.sources[labels == 0]
         for row in measured["rows"]:
-            crops = reals if row["crf"] is None else np.stack(
-                [apply_perturbation(crop, "h264", row["crf"], index) for index, crop in enumerate(reals)])
-            called_fake = probability(crops) >= 0.5
+            # Each member scores its own resize of the face, encoded at that size (as `deepscan evaluate` does).
+            probabilities = []
+            for member in (sizes if name == "ensemble" else [name]):
+                side = sizes[member]
+                crops = [np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BOX)) for crop in reals]
+                if row["crf"] is not None:
+                    crops = [apply_perturbation(crop, "h264", row["crf"], index) for index, crop in enumerate(crops)]
+                probabilities.append(1 / (1 + np.exp(-shipping.score(detectors[member], np.stack(crops)))))
+            called_fake = np.mean(probabilities, axis=0) >= thresholds[name]
             assert row["false_alarms"] == pytest.approx(called_fake.mean(), abs=1e-4)
             assert row["by_source"] == pytest.approx(
                 {source: called_fake[sources == source].mean() for source in ("dfdc", "fairface")}, abs=1e-4)
         assert measured["rows"][-1]["false_alarms"] > measured["rows"][0]["false_alarms"]  # H.264 smoothed them
+
+    # A name without a card, or a card that was never shipped, is one line, not a traceback.
+    with pytest.raises(SystemExit, match="nobody.card.json: no such card"):
+        shipping.h264_false_alarms("nobody", tmp_path)
+    (tmp_path / "hand_made.card.json").write_text(json.dumps({"schema": "deepscan.model-card"}))
+    with pytest.raises(SystemExit, match="not a shipped card"):
+        shipping.h264_false_alarms("hand_made", tmp_path)
 
     # A shipped card's Markdown half gives the table, row by row.
     card = json.loads((Path(__file__).resolve().parent.parent / "weights" / "faclue.card.json").read_text())
@@ -421,3 +435,45 @@ def test_the_ensemble_threshold_is_chosen_on_its_members_mean_probability_source
     assert card["calibration"]["val_fpr_by_source"] == pytest.approx(
         {source: float((mean[(labels == 0) & (sources == source)] >= threshold).mean()) for source in ("dfdc", "fairface")})
     assert max(card["calibration"]["val_fpr_by_source"].values()) <= 0.05
+
+
+def test_validate_records_the_auc_on_the_comparison_split_with_its_command(shipped, monkeypatch):
+    import json
+
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from deepscan.detectors import create_detector
+    from deepscan.train import shipping
+    from deepscan.weights import save_weights
+
+    faces = 40
+    labels = np.arange(faces) % 2
+    brightness = np.random.default_rng(4).uniform(40, 200, faces) + 40 * labels  # overlapping: AUC below 1
+    asked = []
+
+    def validation_faces(recipe_path, input_size=None):
+        asked.append((Path(recipe_path), input_size))
+        crops = np.broadcast_to(brightness[:, None, None, None], (faces, input_size, input_size, 3)).astype(np.uint8)
+        return shipping.ValidationFaces(crops, labels, f"{faces} test faces", np.full(faces, "dfdc"))
+
+    monkeypatch.setattr(shipping, "validation_faces", validation_faces)
+    monkeypatch.setattr(shipping, "write_markdown", lambda card_path: None)
+    detector = create_detector("tiny_a").eval()
+    with torch.no_grad():
+        detector.head.weight.fill_(1.0)
+        detector.head.bias.zero_()
+    save_weights(detector, shipped.folder / "tiny_a.safetensors")
+    (shipped.folder / "tiny_a.card.json").write_text(json.dumps(
+        {"schema": "deepscan.model-card", "detector": {"name": "tiny_a", "input_size": 32}}))
+
+    card = json.loads(shipping.validate_shipped("tiny_a", shipped.folder).read_text())
+    expected = roc_auc_score(labels, brightness)  # the tiny detector's logit rises with brightness
+    assert 0.5 < expected < 1.0 and card["validation_auc"]["auc"] == pytest.approx(expected, abs=1e-4)
+    assert asked == [(shipping.COMPARISON_RECIPE, 32)]
+    assert card["validation_auc"]["command"] == "python -m deepscan.train.shipping validate tiny_a"
+    shipped_card = json.loads((Path(__file__).resolve().parent.parent / "weights" / "faclue.card.json").read_text())
+    markdown = shipping.card_markdown({**shipped_card, "validation_auc": card["validation_auc"]})
+    assert f"Frame AUC {card['validation_auc']['auc']:.3f} on 40 test faces, at 32 px" in markdown
+    with pytest.raises(SystemExit, match="no such weights file"):
+        shipping.validation_auc("tiny_a", shipped.folder / "missing.safetensors", 32)

@@ -383,9 +383,11 @@ class FrozenPerceptualFeatures:
         return {"network": self.network, "weights": str(self.source), "sha256": sha256_file(self.source)}
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # Only the device follows the input: the weights stay float32 (casting them to bfloat16 under autocast and
-        # back would round them for good); autocast picks the precision of each conv.
-        self.layers.to(device=x.device)
+        # The device and the memory layout follow the input, not the dtype: the weights stay float32 (casting them
+        # to bfloat16 under autocast and back would round them for good); autocast picks each conv's precision.
+        layout = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+            and not x.is_contiguous() else torch.contiguous_format
+        self.layers.to(device=x.device, memory_format=layout)
         features = []
         for index, layer in enumerate(self.layers):
             x = layer(x)

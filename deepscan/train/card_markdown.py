@@ -85,6 +85,19 @@ def _training(card: dict) -> list[str]:
     ]
 
 
+def _validation_auc(card: dict) -> list[str]:
+    measured = card.get("validation_auc")
+    if not measured:
+        return []
+    return [
+        "## Validation",
+        "",
+        f"Frame AUC {measured['auc']:.3f} on {measured['faces']}, at {measured['input_size']} px: the split every "
+        f"build is compared on (`{measured['command']}`).",
+        "",
+    ]
+
+
 def _calibration(card: dict) -> list[str]:
     from deepscan.evaluate.report import format_number
 
@@ -187,7 +200,7 @@ def _known_failures(card: dict) -> list[str]:
     return ["## Known failure modes", "", *[f"- {item}" for item in card["known_failures"]], ""]
 
 
-SECTIONS = (_header, _data, _training, _calibration, _reliability, _h264_false_alarms, _results, _known_failures)
+SECTIONS = (_header, _data, _training, _validation_auc, _calibration, _reliability, _h264_false_alarms, _results, _known_failures)
 
 
 def card_markdown(card: dict) -> str:

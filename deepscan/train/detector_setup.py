@@ -25,10 +25,6 @@ _LOADING_KWARGS = ("pretrained", "pretrained_path", "checkpoint_path", "perceptu
 def training_device(requested: str, context: DistributedContext) -> torch.device:
     """The recipe's ``device`` (:func:`deepscan.runtime.select_device`); under torchrun, this process's GPU."""
     kind = select_device(requested, setting="device:")
-    if kind == "cuda":
-        # Training batches keep one shape, so cuDNN's search for the fastest convolution per shape pays for itself
-        # in the first steps (RALF's full-resolution reconstructor is mostly 3x3 convs on 32 channels).
-        torch.backends.cudnn.benchmark = True
     if kind == "cuda" and context.enabled:
         torch.cuda.set_device(context.local_rank)
         return torch.device("cuda", context.local_rank)
@@ -47,8 +43,8 @@ def training_autocast_dtype(precision: str, device: torch.device) -> torch.dtype
     return torch.bfloat16 if precision == "bf16" or device.type == "cuda" else None
 
 
-def memory_format(recipe: Recipe) -> torch.memory_format:
-    """The layout of the network's weights and of each batch (``channels_last``, or PyTorch's default)."""
+def tensor_layout(recipe: Recipe) -> torch.memory_format:
+    """The memory layout of the network's weights and of each batch (``channels_last``, or PyTorch's default)."""
     return torch.channels_last if recipe.channels_last else torch.contiguous_format
 
 

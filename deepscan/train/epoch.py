@@ -20,7 +20,7 @@ import torch
 
 from deepscan.train.data_preparation import TrainingData, face_loader
 from deepscan.train.datasets import plan_epoch
-from deepscan.train.detector_setup import autocast, memory_format
+from deepscan.train.detector_setup import autocast, tensor_layout
 from deepscan.train.distributed import DistributedContext, any_process, gather_objects
 from deepscan.train.errors import TrainingError
 from deepscan.train.progress import EpochStart, StepDone, TrainingProgress
@@ -98,6 +98,7 @@ class EpochRunner:
                  data: TrainingData, progress: TrainingProgress):
         self.recipe, self.context, self.device, self.autocast_dtype = recipe, context, device, autocast_dtype
         self.detector, self.step_optimizers, self.data, self.progress = detector, step_optimizers, data, progress
+        self.layout = tensor_layout(recipe)
 
     def train(self, epoch: int, start_step: int, partial: dict, stop: StopRequest,
               budget_spent: Callable[[float], bool]) -> tuple[EpochSums, bool]:
@@ -144,7 +145,7 @@ class EpochRunner:
         began = time.perf_counter()
         stopped = False
         for x, y in face_loader(self.data.train_set, batches, recipe, self.device):
-            x = x.to(self.device, non_blocking=True, memory_format=memory_format(recipe))
+            x = x.to(self.device, non_blocking=True, memory_format=self.layout)
             y = y.to(self.device, non_blocking=True)
             with autocast(self.device, self.autocast_dtype):
                 out = self.detector.training_step(x, y, self.step_optimizers, progress=(epoch + step / steps) / recipe.epochs)
@@ -192,7 +193,7 @@ class EpochRunner:
         position = 0
         for x, y in face_loader(val_set, batches, self.recipe, self.device):
             with autocast(self.device, self.autocast_dtype):
-                logits = self.detector(x.to(self.device, memory_format=memory_format(self.recipe))).float().cpu()
+                logits = self.detector(x.to(self.device, memory_format=self.layout)).float().cpu()
             for logit, label in zip(logits.tolist(), y.tolist()):
                 found.append((indices[position], logit, label))
                 position += 1

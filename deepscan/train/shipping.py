@@ -5,6 +5,7 @@
     python -m deepscan.train.shipping ensemble
     python -m deepscan.train.shipping recalibrate NAME     (refit a shipped card's calibration by the current rules)
     python -m deepscan.train.shipping h264 NAME            (validation reals called fake after H.264 re-encoding)
+    python -m deepscan.train.shipping validate NAME        (AUC on the validation split every build is compared on)
     python -m deepscan.train.shipping compare FIRST SECOND (paired AUC differences on the evaluations both ran)
 
 1. the run's selected weights are written as fp16 safetensors (half the size; the scanner computes in float32);
@@ -44,6 +45,10 @@ BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 # Validation faces degraded for the reliable range (a seeded subset: 14 degradations of every face would take
 # the CPU longer than the training's own validation).
 RELIABILITY_FACES = 400
+# The validation faces every build of every detector is compared on (which build ships, which checkpoint of a run
+# is kept): the forged and real faces of the DFDC and FairFace validation groups, without pseudo-fakes (this recipe
+# trains without SBI, so its validation split has none), framed as the shipped recipes frame them.
+COMPARISON_RECIPE = Path("recipes/shipped/sficonv.yaml")
 # H.264 from light to heavy (x264's default is 23), for the false alarms of real faces re-encoded: most footage an
 # investigator brings is H.264, and a detector that reads its artefacts as forgery accuses real people.
 H264_CRFS = (18, 23, 28, 33)
@@ -220,7 +225,8 @@ def recalibrate(name: str, into: Path) -> Path:
     atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     write_markdown(card_path)
     update_checksums(into)
-    print(f"{name}'s threshold changed: measure it again (shipping evaluate {name}; shipping h264 {name})")
+    print(f"{name}'s threshold changed: measure it again (shipping evaluate {name}; shipping h264 {name}) and "
+          "update the known failures that quote the old figures (shipping failures)")
     if (into / "ensemble.card.json").is_file():
         print(f"{name}'s calibration changed: re-make the ensemble card (shipping ensemble), then evaluate both")
     return card_path
@@ -285,8 +291,10 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
 
 
 def _members_probability(into: Path, cards: dict[str, dict]):
-    """A function from uint8 crops to the mean calibrated P(fake) of the shipped detectors ``cards`` (name -> card),
-    each scoring its own resize of the crops (one member: its own P(fake))."""
+    """A function ``(crops, degrade=None) -> P(fake)``: the mean calibrated P(fake) of the shipped detectors
+    ``cards`` (name -> card; one member: its own P(fake)), each scoring its own resize of the uint8 crops, degraded
+    after resizing by ``degrade(crop, index)`` if given, as ``deepscan evaluate --perturb`` degrades each member's
+    face at that member's input size."""
     from PIL import Image
 
     from deepscan.calibration import Calibration
@@ -296,16 +304,20 @@ def _members_probability(into: Path, cards: dict[str, dict]):
     members = []
     for name, card in cards.items():
         weights = into / f"{name}.safetensors"
+        if not weights.is_file():
+            raise SystemExit(f"{weights}: no such weights file (a card without its weights)")
         detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
         calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
         members.append((detector.eval(), calibration, card["detector"]["input_size"]))
 
-    def probability(crops: np.ndarray) -> np.ndarray:
+    def probability(crops: np.ndarray, degrade=None) -> np.ndarray:
         found = []
         for detector, calibration, size in members:
-            resized = crops if crops.shape[1] == size else np.stack(
-                [np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BOX)) for c in crops])
-            found.append(calibration.probability(score(detector, resized)))
+            resized = [crop if crop.shape[0] == size else
+                       np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BOX)) for crop in crops]
+            if degrade is not None:
+                resized = [degrade(crop, index) for index, crop in enumerate(resized)]
+            found.append(calibration.probability(score(detector, np.stack(resized))))
         return np.mean(found, axis=0)
 
     return probability
@@ -313,20 +325,20 @@ def _members_probability(into: Path, cards: dict[str, dict]):
 
 def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) -> Path:
     """Record in the card of shipped detector ``name`` (or ``ensemble``) the share of its validation real faces it
-    calls fake at its threshold, clean and re-encoded with H.264 at each of ``crfs`` (each crop alone, as
-    ``deepscan evaluate --perturb h264:CRF`` encodes a face), source by source. Validation faces only: the figure
-    describes a failure, it chooses nothing."""
+    calls fake at its threshold, clean and re-encoded with H.264 at each of ``crfs``, source by source. Each face is
+    encoded alone at each detector's input size, as ``deepscan evaluate --perturb h264:CRF`` encodes it (the
+    ensemble: each member's own resize, encoded). Validation faces only: the figure describes a failure, it chooses
+    nothing."""
     from deepscan.calibration import false_positive_rates_by_source
     from deepscan.ensemble import ENSEMBLE, ENSEMBLE_CARD
     from deepscan.evaluate.perturb import apply_perturbation
 
-    ensemble = name == ENSEMBLE
-    card_path = into / (ENSEMBLE_CARD if ensemble else f"{name}.card.json")
-    if not card_path.is_file():
-        raise SystemExit(f"{card_path}: no such card")
-    card = json.loads(card_path.read_text())
-    members = {member: json.loads((into / f"{member}.card.json").read_text())
-               for member in (card["members"] if ensemble else [name])}
+    card_path = into / (ENSEMBLE_CARD if name == ENSEMBLE else f"{name}.card.json")
+    card = _read_card(card_path)
+    members = {member: _read_card(into / f"{member}.card.json")
+               for member in (card.get("members", []) if name == ENSEMBLE else [name])}
+    if not members or any("shipped_from" not in member for member in members.values()):
+        raise SystemExit(f"{card_path}: not a shipped card (no members, or a member card without shipped_from)")
     first = next(iter(members.values()))["shipped_from"]
     size = max(member["detector"]["input_size"] for member in members.values())
     faces = validation_faces(Path(first.get("calibrated_on") or first["recipe"]), size)
@@ -335,9 +347,8 @@ def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) 
 
     rows = []
     for crf in (None, *crfs):
-        crops = reals if crf is None else np.stack(
-            [apply_perturbation(crop, "h264", crf, index) for index, crop in enumerate(reals)])
-        p = probability(crops)
+        encode = None if crf is None else (lambda crop, index, crf=crf: apply_perturbation(crop, "h264", crf, index))
+        p = probability(reals, encode)
         rows.append({"crf": crf, "false_alarms": round(float((p >= threshold).mean()), 4),
                      "by_source": {source: round(rate, 4) for source, rate in
                                    false_positive_rates_by_source(p, np.zeros(len(p)), sources, threshold).items()}})
@@ -351,6 +362,41 @@ def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) 
     atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     write_markdown(card_path)
     return card_path
+
+
+def validation_auc(name: str, weights: Path, input_size: int, recipe: Path = COMPARISON_RECIPE) -> dict:
+    """Frame AUC of detector ``name`` with ``weights`` (a file or a shard index) on the validation faces of
+    ``recipe`` at ``input_size``: the figure that decides between builds, never a held-out one."""
+    from sklearn.metrics import roc_auc_score
+
+    from deepscan.weights import ResolvedWeights, build_detector
+
+    if not weights.is_file():
+        raise SystemExit(f"{weights}: no such weights file")
+    faces = validation_faces(recipe, input_size)
+    detector, _ = build_detector(name, resolved=ResolvedWeights(weights, "file", sha256_file(weights)))
+    logits = score(detector.eval(), faces.crops)
+    return {"auc": round(float(roc_auc_score(faces.labels, logits)), 4), "faces": faces.described,
+            "recipe": str(recipe), "input_size": input_size}
+
+
+def validate_shipped(name: str, into: Path, recipe: Path = COMPARISON_RECIPE) -> Path:
+    """:func:`validation_auc` of a shipped detector, recorded in its card with the command that made it."""
+    card_path = into / f"{name}.card.json"
+    card = _read_card(card_path)
+    measured = validation_auc(name, into / f"{name}.safetensors", card["detector"]["input_size"], recipe)
+    command = f"python -m deepscan.train.shipping validate {name}"
+    card["validation_auc"] = {**measured, "command": command if recipe == COMPARISON_RECIPE else
+                              f"{command} --recipe {recipe}"}
+    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
+    write_markdown(card_path)
+    return card_path
+
+
+def _read_card(path: Path) -> dict:
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such card")
+    return json.loads(path.read_text())
 
 
 # The model card's figures: one `deepscan evaluate` run each, on the protocol's held-out data
@@ -518,6 +564,14 @@ def main() -> None:
         "h264", help="record the validation real faces called fake after H.264 re-encoding, CRF by CRF")
     h264_parser.add_argument("name", help="shipped detector, or 'ensemble'")
     h264_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
+    validate_parser = commands.add_parser(
+        "validate", help="AUC on the validation split every build is compared on (recorded in a shipped card)")
+    validate_parser.add_argument("name", help="detector")
+    validate_parser.add_argument("--weights", type=Path,
+                                 help="a build that is not shipped (a file or shard index): print its AUC only")
+    validate_parser.add_argument("--input-size", type=int, help="with --weights: its input size (default: the config's)")
+    validate_parser.add_argument("--recipe", type=Path, default=COMPARISON_RECIPE, help="whose validation faces")
+    validate_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
@@ -535,6 +589,13 @@ def main() -> None:
         print(recalibrate(args.name, args.into))
     elif args.command == "h264":
         print(h264_false_alarms(args.name, args.into))
+    elif args.command == "validate" and args.weights is not None:
+        from deepscan.detectors import get_config
+
+        size = args.input_size or get_config(args.name).input_size
+        print(json.dumps(validation_auc(args.name, args.weights, size, args.recipe), indent=2))
+    elif args.command == "validate":
+        print(validate_shipped(args.name, args.into, args.recipe))
     elif args.command == "evaluate":
         evaluate_shipped(args.name, args.into, args.splits, args.out, args.only)
     elif args.command == "compare":

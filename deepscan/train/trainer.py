@@ -36,8 +36,8 @@ from deepscan.train.checkpoint import RESUMABLE_CHANGES, Checkpoints, RunPositio
 from deepscan.train.data_preparation import FacePreparation, TrainingData
 from deepscan.train.detector_setup import (
     build_detector,
-    memory_format,
     prepare_training_only_networks,
+    tensor_layout,
     training_autocast_dtype,
     training_device,
 )
@@ -129,7 +129,11 @@ class Trainer:
         self.detector, self.start = build_detector(self.recipe)  # first: it names an unknown detector in one line
         self.detector_config = get_config(self.recipe.detector.name)
         prepare_training_only_networks(self.detector, self.recipe, self.options.recipe_origin, self.start)
-        self.detector.to(self.device, memory_format=memory_format(self.recipe))
+        self.detector.to(self.device, memory_format=tensor_layout(self.recipe))
+        if self.device.type == "cuda":
+            # Training batches keep one shape, so cuDNN's search for the fastest convolution of each shape pays for
+            # itself within the first steps.
+            torch.backends.cudnn.benchmark = True
         self.optimisation = Optimisation.build(self.detector, self.recipe, self.context)
         # Different dropout masks per process from here on (the data differs too).
         torch.manual_seed(self.recipe.seed * 1000 + self.context.rank + 1)
