@@ -261,12 +261,14 @@ def test_the_time_budget_ends_the_run_after_validating_the_epoch_it_cut(workspac
 
 def test_new_recipe_keys_at_their_defaults_leave_a_recipe_s_hash_as_it_was(workspace):
     recipe = load_recipe(workspace / "source.yaml")
-    data = {key: value for key, value in recipe_to_dict(recipe).items() if key not in ("precision", "max_minutes")}
+    later_keys = ("precision", "max_minutes", "channels_last")
+    data = {key: value for key, value in recipe_to_dict(recipe).items() if key not in later_keys}
     import hashlib
 
     before = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert recipe_hash(recipe) == before  # a run started before the keys existed still resumes
     assert recipe_hash(load_recipe(workspace / "source.yaml", ["precision=bf16"])) != before
+    assert recipe_hash(load_recipe(workspace / "source.yaml", ["channels_last=true"])) != before
 
 
 def test_precision_bf16_with_amp_off_is_refused(workspace):
