@@ -445,7 +445,7 @@ def test_validate_records_the_auc_on_the_comparison_split_with_its_command(shipp
 
     from deepscan.detectors import create_detector
     from deepscan.train import shipping
-    from deepscan.weights import save_weights
+    from deepscan.weights import save_weights, sha256_file
 
     faces = 40
     labels = np.arange(faces) % 2
@@ -468,6 +468,8 @@ def test_validate_records_the_auc_on_the_comparison_split_with_its_command(shipp
         {"schema": "deepscan.model-card", "detector": {"name": "tiny_a", "input_size": 32}}))
 
     card = json.loads(shipping.validate_shipped("tiny_a", shipped.folder).read_text())
+    sums = dict(line.split()[::-1] for line in (shipped.folder / "SHA256SUMS").read_text().splitlines())
+    assert sums["tiny_a.card.json"] == sha256_file(shipped.folder / "tiny_a.card.json")  # a scan would refuse it
     expected = roc_auc_score(labels, brightness)  # the tiny detector's logit rises with brightness
     assert 0.5 < expected < 1.0 and card["validation_auc"]["auc"] == pytest.approx(expected, abs=1e-4)
     assert asked == [(shipping.COMPARISON_RECIPE, 32)]

@@ -222,9 +222,7 @@ def recalibrate(name: str, into: Path) -> Path:
                                     "threshold_rule": card["calibration"]["threshold_rule"]}
     card["metrics"] = {}
     card.pop("h264_false_alarms", None)
-    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
-    write_markdown(card_path)
-    update_checksums(into)
+    _write_card(card_path, card)
     print(f"{name}'s threshold changed: measure it again (shipping evaluate {name}; shipping h264 {name}) and "
           "update the known failures that quote the old figures (shipping failures)")
     if (into / "ensemble.card.json").is_file():
@@ -252,8 +250,7 @@ def ship(run: Path, recipe_path: Path, into: Path, calibrate_on: Path | None = N
         card["shipped_from"]["calibrated_on"] = str(calibrate_on)
     card.setdefault("metrics", {})
     card_path = into / f"{name}.card.json"
-    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
-    write_markdown(card_path)
+    _write_card(card_path, card)
     return card_path
 
 
@@ -359,8 +356,7 @@ def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) 
         "threshold": threshold,
         "rows": rows,
     }
-    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
-    write_markdown(card_path)
+    _write_card(card_path, card)
     return card_path
 
 
@@ -388,9 +384,15 @@ def validate_shipped(name: str, into: Path, recipe: Path = COMPARISON_RECIPE) ->
     command = f"python -m deepscan.train.shipping validate {name}"
     card["validation_auc"] = {**measured, "command": command if recipe == COMPARISON_RECIPE else
                               f"{command} --recipe {recipe}"}
+    _write_card(card_path, card)
+    return card_path
+
+
+def _write_card(card_path: Path, card: dict) -> None:
+    """The card, its Markdown half and the folder's SHA256SUMS together: a scan refuses a card whose sum is stale."""
     atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
     write_markdown(card_path)
-    return card_path
+    update_checksums(card_path.parent)
 
 
 def _read_card(path: Path) -> dict:
