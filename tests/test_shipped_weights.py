@@ -20,7 +20,7 @@ from deepscan.weights import build_detector, resolve_detector_weights, sha256_fi
 FOLDER = shipped_weights_dir()
 LISTED = shipped_checksums(FOLDER)
 SHIPPED = sorted(name.removesuffix(".safetensors") for name in LISTED if name.endswith(".safetensors"))
-NOT_LISTED = {"README.md", "SHA256SUMS", "__init__.py", "__pycache__", "pending"}  # pending/: not shipped, not installed
+NOT_LISTED = {"README.md", "SHA256SUMS", "__init__.py", "__pycache__"}
 
 
 def test_every_shipped_file_is_listed_with_its_sha256():
