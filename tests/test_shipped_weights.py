@@ -78,3 +78,13 @@ def test_the_ensemble_is_formed_from_the_shipped_detectors():
     plan = plan_ensemble()
     assert sorted(name for name, _ in plan.members) == SHIPPED
     assert all(resolved.source == "shipped" for _, resolved in plan.members)
+
+
+def test_the_readmes_table_of_held_out_figures_is_the_cards():
+    from pathlib import Path
+
+    from deepscan.train.shipping import shipped_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = shipped_table(FOLDER)
+    assert len(table.splitlines()) == 12 and table in readme, "re-paste `python -m deepscan.train.shipping table`"

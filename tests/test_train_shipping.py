@@ -159,6 +159,29 @@ def test_the_ensembles_markdown_card_sets_it_beside_each_member_source_by_source
     assert "Verdict threshold 0.6100" in markdown and "`a` (`a.md`), `b` (`b.md`)" in markdown
 
 
+def test_the_readme_table_puts_each_card_in_a_column_and_the_best_auc_of_a_row_in_bold():
+    from deepscan.train.card_markdown import readme_table
+
+    def card(dfdc_auc: float, deepfacelive_auc: float | None, fairface_fpr: float) -> dict:
+        def measured(frame: dict) -> dict:
+            return {"results": {"methods": [{"conditions": {"clean": {"frame": frame}}}]}}
+
+        metrics = {"in_domain_dfdc_test": measured({"auc": dfdc_auc, "fpr_at_card_threshold": 0.05,
+                                                    "tpr_at_card_threshold": 0.5}),
+                   "false_alarms_fairface_test": measured({"auc": None, "fpr_at_card_threshold": fairface_fpr})}
+        if deepfacelive_auc is not None:
+            metrics["cross_source_deepfacelive"] = measured({"auc": deepfacelive_auc})
+        return {"metrics": metrics}
+
+    table = readme_table({"a": card(0.9, 0.6, 0.031), "b": card(0.8, None, 0.0)}, {"a": "A"})
+    lines = table.splitlines()
+    assert lines[0] == "| test data | A | b |"
+    assert "| DFDC, held-out groups (in-domain) | **0.900**; 5.0 % / 50.0 % | 0.800; 5.0 % / 50.0 % |" in lines
+    assert "| DeepFaceLive live swaps (never trained on) | **0.600** | not measured |" in lines
+    assert "| FairFace, held-out 30 % (real only): called fake | 3.1 % | 0.0 % |" in lines
+    assert "| DFDC under JPEG 75 | not measured | not measured |" in lines
+
+
 @pytest.mark.parametrize("groups_from", ["split CSVs", "scores.csv"])
 def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path, groups_from):
     import csv

@@ -277,3 +277,51 @@ def ensemble_markdown(card: dict, members: dict[str, dict]) -> str:
     sections = (_ensemble_header(card), _ensemble_threshold(card), _members_compared(card, members),
                 _h264_false_alarms(card), _results(card), _known_failures(card))
     return "\n".join(line for section in sections for line in section)
+
+
+# --- the README's table of every shipped detector ------------------------------------------------------------------
+# (label, evaluation, condition, what the cell shows): the rows of "What the shipped detectors measured".
+README_ROWS = (
+    ("DFDC, held-out groups (in-domain)", "in_domain_dfdc_test", "clean", "rates"),
+    ("DFDC under JPEG 75", "robustness_dfdc_test", "jpeg@75", "auc"),
+    ("DFDC under H.264 CRF 28", "robustness_dfdc_test", "h264@28", "auc"),
+    ("DeepFaceLive live swaps (never trained on)", "cross_source_deepfacelive", "clean", "auc"),
+    ("Photoshop part-swaps, CIPLAB (never trained on)", "cross_source_photoshop_ciplab", "clean", "auc"),
+    ("StyleGAN2 faces vs Unsplash photos (never trained on)", "cross_source_stylegan2", "clean", "auc"),
+    ("FairFace, held-out 30 % (real only): called fake", "false_alarms_fairface_test", "clean", "fpr"),
+    ("CelebA in-the-wild photos and videos (real only)", "false_alarms_celeba_photos_and_videos", "clean", "fpr"),
+    ("talking-head videos (real only)", "false_alarms_talking_heads", "clean", "fpr"),
+    ("carphone clip, pristine and compressed (real only, 16 faces)", "false_alarms_carphone", "clean", "fpr"),
+)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def _readme_cell(frame: dict | None, shows: str, best: bool) -> str:
+    from deepscan.evaluate.report import format_number
+
+    if frame is None:
+        return "not measured"
+    if shows == "fpr":
+        return _percent(frame.get("fpr_at_card_threshold"))
+    auc = format_number(frame.get("auc"))
+    auc = f"**{auc}**" if best else auc
+    if shows == "rates":
+        return f"{auc}; {_percent(frame.get('fpr_at_card_threshold'))} / {_percent(frame.get('tpr_at_card_threshold'))}"
+    return auc
+
+
+def readme_table(cards: dict[str, dict], titles: dict[str, str]) -> str:
+    """The README's held-out table, one column per card (in the order given), the best AUC of a row in bold:
+    made from the cards so that the README cannot drift from them (a test compares the two)."""
+    names = list(cards)
+    lines = [f"| test data | {' | '.join(titles.get(name, name) for name in names)} |", "|---|" + "---|" * len(names)]
+    for label, key, condition, shows in README_ROWS:
+        frames = [_frame_result(cards[name], key, condition) for name in names]
+        aucs = [round(frame["auc"], 3) if frame and frame.get("auc") is not None else -1.0 for frame in frames]
+        best = max(aucs) if shows != "fpr" else None
+        cells = [_readme_cell(frame, shows, auc == best) for frame, auc in zip(frames, aucs)]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return "\n".join(lines)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from deepscan.runtime import atomic_write, sha256_file
-from deepscan.train.card_markdown import card_markdown, ensemble_markdown
+from deepscan.train.card_markdown import card_markdown, ensemble_markdown, readme_table
 
 # What "still holds up" means for the reliable range (stated in the card).
 AUC_DROP = 0.05
@@ -534,6 +534,18 @@ def write_markdown(card_path: Path) -> None:
     update_checksums(card_path.parent)
 
 
+# The README table's columns, in the issues' order, under the names the README gives them.
+README_COLUMNS = {"faclue": "FAClue", "sficonv": "SFIConv", "pel": "PEL", "mclcr": "MC-LCR", "ralf": "RALF",
+                  "ensemble": "ensemble"}
+
+
+def shipped_table(into: Path) -> str:
+    """The README's table of held-out figures ("What the shipped detectors measured"), from every card in ``into``."""
+    cards = {name: json.loads(path.read_text()) for name in README_COLUMNS
+             if (path := into / f"{name}.card.json").is_file()}
+    return readme_table(cards, README_COLUMNS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -574,6 +586,8 @@ def main() -> None:
     validate_parser.add_argument("--input-size", type=int, help="with --weights: its input size (default: the config's)")
     validate_parser.add_argument("--recipe", type=Path, default=COMPARISON_RECIPE, help="whose validation faces")
     validate_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
+    table_parser = commands.add_parser("table", help="the README's table of held-out figures, from the cards")
+    table_parser.add_argument("--into", type=Path, default=Path("weights"), help="folder of shipped weights")
     markdown_parser = commands.add_parser("markdown", help="write <name>.md from <name>.card.json")
     markdown_parser.add_argument("card", type=Path)
     args = parser.parse_args()
@@ -582,9 +596,7 @@ def main() -> None:
     elif args.command == "failures":
         card = json.loads(args.card.read_text())
         card["known_failures"] = list(args.text)
-        atomic_write(args.card, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
-        write_markdown(args.card)
-        update_checksums(args.card.parent)
+        _write_card(args.card, card)
     elif args.command == "ensemble":
         print(ship_ensemble(args.into))
     elif args.command == "recalibrate":
@@ -600,6 +612,8 @@ def main() -> None:
         print(validate_shipped(args.name, args.into, args.recipe))
     elif args.command == "evaluate":
         evaluate_shipped(args.name, args.into, args.splits, args.out, args.only)
+    elif args.command == "table":
+        print(shipped_table(args.into))
     elif args.command == "compare":
         print("\n".join(compare(args.first, args.second, args.out, args.splits))
               or f"no evaluation that both {args.first} and {args.second} ran under {args.out}")
