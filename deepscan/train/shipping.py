@@ -282,8 +282,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
         },
     }
     path = into / "ensemble.card.json"
-    atomic_write(path, json.dumps(card, indent=2) + "\n")
-    write_markdown(path)
+    _write_card(path, card)
     return path
 
 
@@ -421,8 +420,7 @@ def add_metrics(card_path: Path, key: str, results: Path, command: list[str]) ->
     """Copy one ``deepscan evaluate`` run's results.json into the card under ``metrics[key]``, with its command."""
     card = json.loads(card_path.read_text())
     card.setdefault("metrics", {})[key] = {"command": shlex.join(command), "results": json.loads(results.read_text())}
-    atomic_write(card_path, json.dumps(card, indent=2, default=str, allow_nan=False) + "\n")
-    update_checksums(card_path.parent)
+    _write_card(card_path, card)
 
 
 def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[str] | None = None) -> None:
@@ -459,7 +457,6 @@ def evaluate_shipped(name: str, into: Path, splits: Path, out: Path, only: list[
         print("$", shlex.join(command), flush=True)
         subprocess.run([sys.executable, "-m", *command], check=True)  # the same deepscan as this process
         add_metrics(card_path, key, out / name / key / "results.json", command)
-        write_markdown(card_path)
 
 
 def _groups_by_path(splits: Path) -> dict[str, str]:
@@ -522,7 +519,8 @@ def compare(first: str, second: str, out: Path, splits: Path, resamples: int = 1
 
 
 def write_markdown(card_path: Path) -> None:
-    """``<name>.md`` beside ``<name>.card.json``; the ensemble's compares it with its members' cards."""
+    """``<name>.md`` beside ``<name>.card.json``; the ensemble's compares it with its members' cards. The caller
+    re-sums the folder (``_write_card`` does)."""
     card = json.loads(card_path.read_text())
     if card.get("schema") == "deepscan.ensemble-card":
         members = {name: json.loads(path.read_text()) for name in card["members"]
@@ -531,7 +529,6 @@ def write_markdown(card_path: Path) -> None:
     else:
         text = card_markdown(card)
     atomic_write(card_path.with_name(card_path.name.replace(".card.json", ".md")), text)
-    update_checksums(card_path.parent)
 
 
 # The README table's columns, in the issues' order, under the names the README gives them.
@@ -619,6 +616,7 @@ def main() -> None:
               or f"no evaluation that both {args.first} and {args.second} ran under {args.out}")
     else:
         write_markdown(args.card)
+        update_checksums(args.card.parent)
 
 
 if __name__ == "__main__":
