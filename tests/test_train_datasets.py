@@ -114,6 +114,22 @@ def test_video_csv_reads_labels_splits_and_groups(tmp_path):
         list_media(source({"kind": "video_csv", "csv": "labels.csv"}, tmp_path))
 
 
+def test_video_csv_keeps_only_the_labels_asked_for(tmp_path):
+    """``labels: [real]`` keeps a source's real faces alone, e.g. to train on its reals and their SBI fakes only."""
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        touch(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("path,label,split\na.mp4,real,train\nb.mp4,fake,train\nc.mp4,real,val\n")
+    spec = {"kind": "video_csv", "csv": "labels.csv", "split": "train"}
+    reals = list_media(source({**spec, "labels": ["real"]}, tmp_path))
+    fakes = list_media(source({**spec, "labels": ["fake"]}, tmp_path))
+    both = list_media(source({**spec, "labels": ["real", "fake"]}, tmp_path))
+    assert [(item.path.name, item.label) for item in reals] == [("a.mp4", 0)]
+    assert [(item.path.name, item.label) for item in fakes] == [("b.mp4", 1)]
+    assert [item.path.name for item in both] == ["a.mp4", "b.mp4"]
+    with pytest.raises(DataError, match="no rows with split 'val' and label fake"):
+        list_media(source({**spec, "split": "val", "labels": ["fake"]}, tmp_path))
+
+
 def test_labels_csv_with_other_column_names_and_precropped_images(tmp_path):
     """The shared data's labels.csv: ``file`` instead of ``path``, the group in ``video``; images already crops."""
     for name in ("real/v1/f0.jpg", "fake/v1/f0.jpg", "real/v2/f0.jpg"):

@@ -120,6 +120,9 @@ class VideoCSVSource(SourceBase):
     csv: RecipePath
     root: RecipePath | None = None  # default: the CSV's folder
     split: str | None = None  # keep only rows whose split column equals this
+    # Keep only rows of these labels: [real] trains on a source's real faces alone (with SBI, the pseudo-fakes are
+    # then the only fakes of that source).
+    labels: list[Literal["real", "fake"]] | None = Field(default=None, min_length=1)
     # Column names, for label files that call them otherwise (``file`` in the shared data's labels.csv).
     path_column: str = "path"
     group_column: str = "group"
@@ -330,6 +333,8 @@ def list_csv(source: VideoCSVSource) -> list[MediaItem]:
         label = _LABELS.get((row["label"] or "").strip().lower())
         if label is None:
             raise DataError(f"{source.csv}:{number}: label must be 0, 1, real or fake, not {row['label']!r}")
+        if source.labels is not None and ("real", "fake")[label] not in source.labels:
+            continue
         relative = (row[path_column] or "").strip()
         path = root / relative
         kind = _media_kind(path)
@@ -340,7 +345,9 @@ def list_csv(source: VideoCSVSource) -> list[MediaItem]:
         group = (row.get(group_column) or "").strip() or relative
         items.append(MediaItem(path, label, kind, f"csv:{group}", crop_faces=source.crop_faces or kind == "video"))
     if not items:
-        raise DataError(f"{source.csv}: no rows" + (f" with split {source.split!r}" if source.split else ""))
+        wanted = [f"split {source.split!r}"] if source.split else []
+        wanted += [f"label {' or '.join(source.labels)}"] if source.labels else []
+        raise DataError(f"{source.csv}: no rows" + (f" with {' and '.join(wanted)}" if wanted else ""))
     return items
 
 
