@@ -249,3 +249,29 @@ def test_real_only_data_is_evaluated(samples):
     summary = run.to_dict()
     assert summary["conditions"]["contrast@0.2"]["auc_drop"]["frame"] is None
     assert "per_manipulation" not in summary["conditions"]["clean"]
+
+
+def test_frame_files_of_one_video_are_scored_as_one_video_at_the_video_levels(tmp_path, monkeypatch):
+    """Evaluation takes a frame file's video from its labels CSV, so the video levels see clips, not files."""
+    from types import SimpleNamespace
+
+    import deepscan.data.face_cache as face_cache
+
+    names = ["real/v1/f0.jpg", "real/v1/f1.jpg", "fake/v1/f0.jpg", "fake/v1/f1.jpg", "real/solo.jpg"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,label,video\n" + "".join(f"{name},{name.split('/')[0]},"
+                                                        f"{'v1' if '/v1/' in name else ''}\n" for name in names))
+
+    def one_face_each(cache, jobs, on_item=None):
+        found = {path: [SimpleNamespace(path=tmp_path / "faces" / f"{index}.png", frame_index=0,
+                                        keypoints=np.zeros((6, 2)))] for index, (path, _, _) in enumerate(jobs)}
+        return found, SimpleNamespace(failed=0)
+
+    monkeypatch.setattr(face_cache, "extract_all", one_face_each)
+    found = runner_samples.collect_samples([csv_path], "test", input_size=32, cache_dir=tmp_path / "cache")
+    videos, labels, means = aggregate_videos(found.samples, np.array([0.2, 0.4, 0.7, 0.9, 0.1]), "video_mean")
+    assert len(videos) == 3 and sorted(labels.tolist()) == [0, 0, 1]
+    assert sorted(means.tolist()) == pytest.approx([0.1, 0.3, 0.8])

@@ -130,6 +130,33 @@ def test_video_csv_keeps_only_the_labels_asked_for(tmp_path):
         list_media(source({**spec, "split": "val", "labels": ["fake"]}, tmp_path))
 
 
+def test_frames_stored_as_files_belong_to_the_video_their_csv_names(tmp_path):
+    """A side-by-side demo cut into frame files: each half's frames are one video, and the halves are two."""
+    for name in ("real/v1/f0.jpg", "real/v1/f1.jpg", "fake/v1/f0.jpg", "fake/v1/f1.jpg", "real/other.jpg"):
+        touch(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("path,label,video\nreal/v1/f0.jpg,real,v1\nreal/v1/f1.jpg,real,v1\n"
+                                         "fake/v1/f0.jpg,fake,v1\nfake/v1/f1.jpg,fake,v1\nreal/other.jpg,real,\n")
+    videos = [item.video for item in list_media(source({"kind": "video_csv", "csv": "labels.csv"}, tmp_path))]
+    assert videos[0] == videos[1] != videos[2] == videos[3]
+    assert videos[4] is None  # no video named: the file is its own
+
+
+def test_the_protocol_names_the_video_of_each_deepfacelive_frame(tmp_path):
+    from deepscan.train.protocol import write_splits
+
+    folder = tmp_path / "shared" / "deepfacelive_demos"
+    rows = ["file,label,video,frame_index"]
+    for label in ("real", "fake"):
+        for frame in range(3):
+            touch(folder / label / "clip" / f"{frame}.jpg")
+            rows.append(f"{label}/clip/{frame}.jpg,{label},clip,{frame}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_splits(tmp_path / "shared", tmp_path / "splits")
+    items = list_media(source({"kind": "video_csv", "csv": "splits/deepfacelive_demos.csv"}, tmp_path))
+    assert len({item.group for item in items}) == 1  # one group: both halves on one side of the split
+    assert len({item.video for item in items}) == 2 and None not in {item.video for item in items}
+
+
 def test_labels_csv_with_other_column_names_and_precropped_images(tmp_path):
     """The shared data's labels.csv: ``file`` instead of ``path``, the group in ``video``; images already crops."""
     for name in ("real/v1/f0.jpg", "fake/v1/f0.jpg", "real/v2/f0.jpg"):
@@ -166,7 +193,8 @@ def test_protocol_splits_whole_groups_stably_and_in_the_stated_shares(tmp_path):
     written = (tmp_path / "splits" / "dfdc_faces.csv").read_text().splitlines()[1:]
     by_group: dict[str, set[str]] = {}
     for line in written:
-        path, label, group, split = line.split(",")
+        path, label, group, split, video = line.split(",")
+        assert video == ""  # DFDC crops are one file per video
         assert Path(path).is_absolute() and Path(path).is_file()
         by_group.setdefault(group, set()).add(split)
     assert all(len(parts) == 1 for parts in by_group.values()) and len(by_group) == 60

@@ -126,6 +126,9 @@ class VideoCSVSource(SourceBase):
     # Column names, for label files that call them otherwise (``file`` in the shared data's labels.csv).
     path_column: str = "path"
     group_column: str = "group"
+    # Frames stored as image files: rows with the same value here (and the same label) are frames of one video, which
+    # evaluation's video levels then score as one. Without the column, or empty, each file is its own video.
+    video_column: str = "video"
     # True: find the face in each image and crop it; False: the images already are face crops.
     crop_faces: bool = True
 
@@ -158,6 +161,7 @@ class MediaItem:
     kind: str  # "image" or "video"
     group: str
     crop_faces: bool = True
+    video: str | None = None  # the video a frame stored as a file belongs to; None: the file is its own
 
 
 # --- listing media -------------------------------------------------------------------------------------------
@@ -343,7 +347,9 @@ def list_csv(source: VideoCSVSource) -> list[MediaItem]:
         if not path.is_file():
             raise DataError(f"{source.csv}:{number}: {path} not found")
         group = (row.get(group_column) or "").strip() or relative
-        items.append(MediaItem(path, label, kind, f"csv:{group}", crop_faces=source.crop_faces or kind == "video"))
+        video = (row.get(source.video_column) or "").strip()
+        items.append(MediaItem(path, label, kind, f"csv:{group}", crop_faces=source.crop_faces or kind == "video",
+                               video=f"{source.csv}:{video}:{('real', 'fake')[label]}" if video else None))
     if not items:
         wanted = [f"split {source.split!r}"] if source.split else []
         wanted += [f"label {' or '.join(source.labels)}"] if source.labels else []

@@ -25,8 +25,9 @@ from deepscan.evaluate.samples import EvaluationError, Sample, SampleSet
 from deepscan.evaluate.scores import ScoreCache, logit_cache_key, weights_architecture
 
 LEVELS_META = {"frame": "one score per face crop",
-               "video_mean": "mean of a video's frame scores",
-               "video_median": "median of all of a file's face scores (per file, without the reliable "
+               "video_mean": "mean of a video's frame scores (a video: a media file, or the frame files its "
+                             "labels CSV names as one in its video column)",
+               "video_median": "median of all of a video's face scores (per video, without the reliable "
                                "range: not the scan's per-track verdict)"}
 SCORES_META = ("calibrated P(fake): each method's raw logit through its model card's calibration "
                "(methods[].calibration; the ensemble's: the mean of its members' calibrated P(fake), at the "

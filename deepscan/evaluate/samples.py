@@ -3,7 +3,9 @@
 Data comes through the shared readers (``deepscan.data.sources``) and the face cache, so evaluation sees exactly
 the faces training would (same detector, frames, crop margin). A *sample* is one face crop of one frame of one
 media file; its *video* is the media file itself (its full path), never a folder name, so that two clips in one
-folder, or two ``000.mp4`` in different folders, stay apart.
+folder, or two ``000.mp4`` in different folders, stay apart; frames stored as image files belong to the video
+their labels CSV names in its ``video`` column (with their label: the two halves of a side-by-side demo are two
+videos).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def manipulation_of(path: Path, label: int) -> str:
 class Sample:
     key: str  # stable hash of what the detector sees (before any perturbation)
     dataset: str
-    video: str  # the media file: frames of one video share it
+    video: str  # the media file, or the video a labels CSV names for a frame file: frames of one video share it
     label: int
     manipulation: str
     frame_index: int
@@ -133,7 +135,7 @@ def collect_samples(
         faces = found[item.path]
         if not faces:
             result.faceless.append(str(item.path))
-        video = str(Path(item.path).resolve())
+        video = item.video or str(Path(item.path).resolve())
         for face in faces:
             identity = f"{face.path.parent.name}/{face.path.name}|{margin}|{input_size}"
             result.samples.append(

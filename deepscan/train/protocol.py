@@ -2,7 +2,8 @@
 
     python -m deepscan.train.protocol ../shared/data local/splits [--guide local/demo-data]
 
-writes one CSV per source (``path,label,group,split``; absolute paths) that the recipes in ``recipes/shipped/``
+writes one CSV per source (``path,label,group,split,video``; absolute paths; ``video`` names the video of a frame
+stored as a file, empty otherwise) that the recipes in ``recipes/shipped/``
 train on and that ``deepscan evaluate`` reads (it takes the ``test`` rows of a CSV with a ``split`` column).
 The files themselves stay where they are: the CSVs only point at them, in a git-ignored folder.
 
@@ -39,6 +40,7 @@ class SourceRole:
     val: float = 0.0
     test: float = 0.0
     group_column: str | None = None  # None: each file is its own group
+    video_column: str | None = None  # frames stored as files: the labels.csv column naming their video
 
     def split_of(self, source: str, group: str) -> str:
         digest = hashlib.sha256(f"{SEED}:{source}:{group}".encode()).digest()
@@ -55,7 +57,7 @@ SHARED_ROLES = {
     "celebahq_stargan2_samples": SourceRole(train=1.0),
     "liveportrait_driving": SourceRole(train=1.0),
     "deepfacelive_samples": SourceRole(test=1.0),
-    "deepfacelive_demos": SourceRole(test=1.0, group_column="video"),
+    "deepfacelive_demos": SourceRole(test=1.0, group_column="video", video_column="video"),
     "ciplab_real_fake_160": SourceRole(test=1.0),
     "hardfakevsreal_stylegan2": SourceRole(test=1.0),
 }
@@ -71,7 +73,7 @@ GUIDE_ROLES = {
 def _write(rows: list[dict], path: Path) -> dict[str, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "group", "split"])
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "group", "split", "video"], restval="")
         writer.writeheader()
         writer.writerows(rows)
     counts: dict[str, int] = {}
@@ -95,6 +97,7 @@ def shared_source_rows(folder: Path, role: SourceRole) -> list[dict]:
                 "label": row["label"].strip().lower(),
                 "group": group,
                 "split": role.split_of(folder.name, group),
+                "video": (row.get(role.video_column) or "").strip() if role.video_column else "",
             }
         )
     return rows
