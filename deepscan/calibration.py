@@ -108,13 +108,16 @@ class Calibration:
         return calibration
 
 
-def threshold_rule(reals: int, target_fpr: float, sources: int | None = None) -> str:
-    """The rule in words; ``sources``: how many validation sources the budget held on, each on its own."""
+def threshold_rule(reals: int, target_fpr: float, sources: int | None = None, degraded: Sequence[str] = ()) -> str:
+    """The rule in words; ``sources``: how many validation sources the budget held on, each on its own;
+    ``degraded``: the degradations of all the real faces the budget held on as well, each on its own."""
     where = (f"the real faces of each of the {sources} validation sources ({reals} in all)" if sources and sources > 1
              else f"the {reals} validation real faces")
+    also = (f", and on all of them after each of {', '.join(degraded)} (each face crop degraded alone)"
+            if degraded else "")
     return (
         f"highest threshold on the calibrated validation scores that reaches the best true-positive rate "
-        f"while the false-positive rate on {where} stays at most {target_fpr:g}"
+        f"while the false-positive rate on {where}{also} stays at most {target_fpr:g}"
     )
 
 
@@ -147,6 +150,27 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_fpr: 
     if not np.isfinite(threshold) or threshold > 1.0:  # scikit-learn's "above every score" sentinel
         threshold = min(1.0, float(np.nextafter(np.max(probabilities), np.inf)))
     return threshold, float(fpr[allowed]), float(tpr[allowed])
+
+
+def choose_threshold_with_degraded(probabilities, labels, target_fpr: float, sources=None,
+                                   degraded_reals: dict[str, np.ndarray] | None = None) -> tuple[float, float, float]:
+    """:func:`choose_threshold`, with the budget held as well on the validation real faces degraded as footage
+    degrades them (``degraded_reals``: a name such as ``h264@23`` -> the P(fake) of every real face so degraded),
+    each degradation on its own as if it were a source: a threshold that keeps clean real faces within the budget
+    but calls a lightly re-encoded copy of them fake twice as often does not mean what a verdict claims. The
+    false-positive rate returned is over the clean real faces; the true-positive rate is unchanged in meaning."""
+    p, y = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
+    if not degraded_reals:
+        return choose_threshold(p, y, target_fpr, sources)
+    where = np.asarray(sources if sources is not None else ["validation"] * len(p), dtype=object)
+    extra = {name: np.asarray(values, dtype=np.float64) for name, values in degraded_reals.items()}
+    threshold, _pooled_fpr, tpr = choose_threshold(
+        np.concatenate([p, *extra.values()]),
+        np.concatenate([y, *(np.zeros(len(values), dtype=y.dtype) for values in extra.values())]),
+        target_fpr,
+        np.concatenate([where, *(np.full(len(values), name, dtype=object) for name, values in extra.items())]),
+    )
+    return threshold, float((p[y == 0] >= threshold).mean()), tpr
 
 
 def _worst_source_fpr(probabilities, labels, sources, thresholds: np.ndarray) -> np.ndarray:
@@ -212,6 +236,7 @@ def fit_calibration(
     *,
     fitted_on: str = "validation faces",
     sources: Sequence | np.ndarray | None = None,
+    degraded_reals: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Fit Platt scaling on validation ``logits`` (the detector's raw fake-logits) and ``labels`` (1 = fake,
     0 = real) and choose the threshold; returns the model card's ``calibration`` section.
@@ -221,19 +246,24 @@ def fit_calibration(
     true-positive rate within that budget; when even the highest score breaks the budget, a threshold just above
     the highest score (nothing called fake). With ``sources`` (each face's source name), the budget holds on the
     real faces of each source (:func:`choose_threshold`), and the section gives each source's ``val_fpr_by_source``.
-    ``fitted_on`` describes the faces (data set, split, how many videos) for the card's readers.
+    With ``degraded_reals`` (a degradation's name -> the raw logits of the validation real faces so degraded), it
+    holds on each degradation too (:func:`choose_threshold_with_degraded`; they take no part in the fit), and
+    ``val_fpr_by_source`` gives their rates as well. ``fitted_on`` describes the faces (data set, split, how many
+    videos) for the card's readers.
     """
     x, y, reals, _fakes = _checked_inputs(logits, labels, target_fpr)
     calibration = _fit_platt(x, y)
     probabilities = calibration.probability(x)
-    threshold, val_fpr, val_tpr = choose_threshold(probabilities, y, target_fpr, sources)
+    degraded = {name: calibration.probability(np.asarray(values, dtype=np.float64).ravel())
+                for name, values in (degraded_reals or {}).items()}
+    threshold, val_fpr, val_tpr = choose_threshold_with_degraded(probabilities, y, target_fpr, sources, degraded)
     section = {
         "method": PLATT,
         "scale": calibration.scale,
         "bias": calibration.bias,
         "threshold": threshold,
         "threshold_rule": threshold_rule(reals, target_fpr, len(set(np.asarray(sources)[y == 0].tolist()))
-                                         if sources is not None else None),
+                                         if sources is not None else None, list(degraded)),
         "fitted_on": fitted_on,
         "val_faces": int(x.size),
         "target_fpr": float(target_fpr),
@@ -241,6 +271,9 @@ def fit_calibration(
         "val_tpr": val_tpr,
         "check": _check(calibration, x),
     }
-    if sources is not None:
-        section["val_fpr_by_source"] = false_positive_rates_by_source(probabilities, y, sources, threshold)
+    if sources is not None or degraded:
+        section["val_fpr_by_source"] = {
+            **(false_positive_rates_by_source(probabilities, y, sources, threshold) if sources is not None else {}),
+            **{name: float((values >= threshold).mean()) for name, values in degraded.items()},
+        }
     return section

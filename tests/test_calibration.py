@@ -150,3 +150,33 @@ def test_with_sources_the_false_alarm_budget_holds_for_the_real_faces_of_each_so
     best = max((probabilities[labels == 1] >= t).mean() for t in allowed)
     assert each["threshold"] == max(t for t in allowed if (probabilities[labels == 1] >= t).mean() == best)
     assert "each of the 2 validation sources (1000 in all)" in each["threshold_rule"]
+
+
+def test_the_budget_holds_on_degraded_copies_of_the_real_faces_as_on_a_source():
+    """Real faces that light re-encoding pushes towards 'fake' (as H.264 does to some detectors) must not be called
+    fake more often than the budget allows: the threshold rises until their rate is within it too, and the fit
+    itself does not move."""
+    rng = np.random.default_rng(5)
+    reals, fakes, reencoded = rng.normal(-2.0, 1.0, 500), rng.normal(2.0, 1.0, 500), rng.normal(0.0, 1.0, 500)
+    logits, labels = np.concatenate([reals, fakes]), np.repeat([0, 1], 500)
+    sources = np.repeat(["studio"], 1000)
+    clean_only = fit_calibration(logits, labels, target_fpr=0.05, sources=sources)
+    with_h264 = fit_calibration(logits, labels, target_fpr=0.05, sources=sources, degraded_reals={"h264@18": reencoded})
+    calibration = Calibration(clean_only["scale"], clean_only["bias"], method="platt")
+    p_reencoded = calibration.probability(reencoded)
+    assert (p_reencoded >= clean_only["threshold"]).mean() > 0.05  # else the test could not tell the rules apart
+    assert (with_h264["scale"], with_h264["bias"]) == (clean_only["scale"], clean_only["bias"])
+    assert with_h264["threshold"] > clean_only["threshold"]
+    rates = with_h264["val_fpr_by_source"]
+    assert rates["h264@18"] == pytest.approx((p_reencoded >= with_h264["threshold"]).mean()) and rates["h264@18"] <= 0.05
+    # The clean figures stay clean: the false-positive rate is over the undegraded real faces.
+    p = calibration.probability(logits)
+    assert with_h264["val_fpr"] == pytest.approx((p[:500] >= with_h264["threshold"]).mean()) == rates["studio"]
+    assert with_h264["val_tpr"] == pytest.approx((p[500:] >= with_h264["threshold"]).mean())
+    # The highest threshold that catches as many fakes as any threshold within every budget.
+    allowed = [t for t in np.unique(np.concatenate([p, p_reencoded]))
+               if (p[:500] >= t).mean() <= 0.05 and (p_reencoded >= t).mean() <= 0.05]
+    best = max((p[500:] >= t).mean() for t in allowed)
+    assert with_h264["threshold"] == pytest.approx(max(t for t in allowed if (p[500:] >= t).mean() == best))
+    assert "h264@18" in with_h264["threshold_rule"]
+    CalibrationSection.model_validate(with_h264)

@@ -268,8 +268,9 @@ def test_ship_calibrates_on_the_validation_faces_of_the_recipe_it_is_given(tmp_p
     shipped_card = json.loads(shipping.ship(run, Path("train.yaml"), into, calibrate_on=Path("full-val.yaml")).read_text())
     assert asked == [("full-val.yaml", shipped.SIZES["tiny_a"])]  # at the detector's own input size
     assert shipped_card["calibration"]["fitted_on"] == "40 faces of full-val.yaml"
-    # The false-alarm budget held on each validation source's real faces.
-    assert set(shipped_card["calibration"]["val_fpr_by_source"]) == {"dfdc", "fairface"}
+    # The false-alarm budget held on each validation source's real faces, and on all of them after H.264.
+    assert set(shipped_card["calibration"]["val_fpr_by_source"]) == {"dfdc", "fairface", "h264@18", "h264@23",
+                                                                     "h264@28", "h264@33"}
     assert max(shipped_card["calibration"]["val_fpr_by_source"].values()) <= 0.05
     assert shipped_card["shipped_from"] == {"run": "run", "recipe": "train.yaml", "selected_epoch": 4,
                                             "calibrated_on": "full-val.yaml"}
@@ -414,7 +415,7 @@ def test_the_ensemble_threshold_is_chosen_on_its_members_mean_probability_source
 
     import torch
 
-    from deepscan.calibration import choose_threshold, sigmoid
+    from deepscan.calibration import choose_threshold_with_degraded, sigmoid
     from deepscan.detectors import create_detector
     from deepscan.train import shipping
     from deepscan.weights import save_weights
@@ -452,12 +453,18 @@ def test_the_ensemble_threshold_is_chosen_on_its_members_mean_probability_source
                    for name, scale in scales.items()}
     mean = (probability["tiny_a"] + probability["tiny_b"]) / 2
     assert not np.allclose(probability["tiny_a"], probability["tiny_b"])
-    threshold, fpr, tpr = choose_threshold(mean, labels, 0.05, sources)
+    # The real faces re-encoded with H.264, each member encoding its own resize, hold the budget as well.
+    degraded = {f"h264@{crf}": np.mean([sigmoid(scale * (shipping.score(detectors[name], shipping.h264_encoded(
+        validation_faces(None, shipped.SIZES[name]).crops[labels == 0], crf)) - 0.5)) for name, scale in scales.items()],
+        axis=0) for crf in shipping.H264_CRFS}
+    threshold, fpr, tpr = choose_threshold_with_degraded(mean, labels, 0.05, sources, degraded)
     assert card["calibration"]["threshold"] == pytest.approx(threshold)
     assert (card["calibration"]["val_fpr"], card["calibration"]["val_tpr"]) == pytest.approx((fpr, tpr))
     assert card["calibration"]["val_fpr_by_source"] == pytest.approx(
-        {source: float((mean[(labels == 0) & (sources == source)] >= threshold).mean()) for source in ("dfdc", "fairface")})
+        {**{source: float((mean[(labels == 0) & (sources == source)] >= threshold).mean()) for source in ("dfdc", "fairface")},
+         **{name: float((values >= threshold).mean()) for name, values in degraded.items()}})
     assert max(card["calibration"]["val_fpr_by_source"].values()) <= 0.05
+    assert "h264@33" in card["calibration"]["threshold_rule"]
 
 
 def test_validate_records_the_auc_on_the_comparison_split_with_its_command(shipped, monkeypatch):

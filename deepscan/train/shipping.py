@@ -50,7 +50,8 @@ RELIABILITY_FACES = 400
 # trains without SBI, so its validation split has none), framed as the shipped recipes frame them.
 COMPARISON_RECIPE = Path("recipes/shipped/sficonv.yaml")
 # H.264 from light to heavy (x264's default is 23), for the false alarms of real faces re-encoded: most footage an
-# investigator brings is H.264, and a detector that reads its artefacts as forgery accuses real people.
+# investigator brings is H.264, and a detector that reads its artefacts as forgery accuses real people. The
+# threshold's false-alarm budget holds on the validation reals re-encoded at each of them as well as clean.
 H264_CRFS = (18, 23, 28, 33)
 
 
@@ -103,6 +104,14 @@ def validation_faces(recipe_path: Path, input_size: int | None = None) -> Valida
     )
     sources = np.asarray([names[val.faces[entry.face].source] for entry in val.entries])
     return ValidationFaces(crops, labels, described, sources)
+
+
+def h264_encoded(crops: np.ndarray, crf: int) -> np.ndarray:
+    """Each crop encoded alone as a one-frame H.264 video at ``crf``, as ``deepscan evaluate --perturb h264:CRF``
+    encodes a face (seeded by its position, so that every call encodes a face the same way)."""
+    from deepscan.evaluate.perturb import apply_perturbation
+
+    return np.stack([apply_perturbation(crop, "h264", crf, index) for index, crop in enumerate(crops)])
 
 
 def score(detector, crops: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -188,7 +197,8 @@ def update_checksums(folder: Path) -> None:
 def calibrate(card: dict, weights: Path, recipe_path: Path) -> None:
     """Fit ``card``'s calibration, threshold and reliable range for ``weights`` on the validation faces of
     ``recipe_path`` (at the card's input size, framed with its face margin; the threshold's false-alarm budget
-    holds on each validation source's real faces)."""
+    holds on each validation source's real faces, and on all of them re-encoded with H.264 at each CRF of
+    ``H264_CRFS``)."""
     from deepscan.calibration import Calibration, fit_calibration
     from deepscan.model_card import CalibrationSection
     from deepscan.train.recipe import load_recipe
@@ -200,7 +210,10 @@ def calibrate(card: dict, weights: Path, recipe_path: Path) -> None:
     detector.eval()
     faces = validation_faces(recipe_path, card["detector"]["input_size"])
     logits = score(detector, faces.crops)
-    card["calibration"] = fit_calibration(logits, faces.labels, fitted_on=faces.described, sources=faces.sources)
+    reals = faces.crops[faces.labels == 0]
+    degraded = {f"h264@{crf}": score(detector, h264_encoded(reals, crf)) for crf in H264_CRFS}
+    card["calibration"] = fit_calibration(logits, faces.labels, fitted_on=faces.described, sources=faces.sources,
+                                          degraded_reals=degraded)
     calibration = Calibration.from_card(CalibrationSection.model_validate(card["calibration"]))
     subset = np.sort(np.random.default_rng(0).permutation(len(faces.labels))[:RELIABILITY_FACES])
     margin = load_recipe(recipe_path).data.face.margin
@@ -256,8 +269,10 @@ def ship(run: Path, recipe_path: Path, into: Path, calibrate_on: Path | None = N
 
 def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     """``ensemble.card.json``: the shipped detectors as members and the threshold on their mean calibrated P(fake),
-    chosen on validation faces by the members' own rule (each member scores its own resize of the same crop)."""
-    from deepscan.calibration import choose_threshold, false_positive_rates_by_source, threshold_rule
+    chosen on validation faces by the members' own rule (each member scores its own resize of the same crop, and
+    encodes that resize for the H.264 copies of the real faces)."""
+    from deepscan.calibration import choose_threshold_with_degraded, false_positive_rates_by_source, threshold_rule
+    from deepscan.evaluate.perturb import apply_perturbation
 
     cards = {path.name.removesuffix(".card.json"): json.loads(path.read_text()) for path in sorted(into.glob("*.card.json"))}
     members = sorted(name for name, card in cards.items() if card.get("schema") == "deepscan.model-card")
@@ -266,9 +281,13 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     first = cards[members[0]]["shipped_from"]
     crops, labels, described, sources = validation_faces(Path(first.get("calibrated_on") or first["recipe"]),
                                                          max(cards[name]["detector"]["input_size"] for name in members))
-    mean = _members_probability(into, {name: cards[name] for name in members})(crops)
-    threshold, val_fpr, val_tpr = choose_threshold(mean, labels, target_fpr, sources)
-    rule = threshold_rule(int((labels == 0).sum()), target_fpr, len(set(sources[labels == 0].tolist())))
+    probability = _members_probability(into, {name: cards[name] for name in members})
+    mean = probability(crops)
+    degraded = {f"h264@{crf}": probability(crops[labels == 0], lambda crop, index, crf=crf:
+                                           apply_perturbation(crop, "h264", crf, index)) for crf in H264_CRFS}
+    threshold, val_fpr, val_tpr = choose_threshold_with_degraded(mean, labels, target_fpr, sources, degraded)
+    rule = threshold_rule(int((labels == 0).sum()), target_fpr, len(set(sources[labels == 0].tolist())),
+                          list(degraded))
     card = {
         "schema": "deepscan.ensemble-card",
         "members": members,
@@ -277,7 +296,8 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
             "threshold_rule": rule.replace("calibrated", "mean calibrated"),
             "fitted_on": described,
             "val_fpr": val_fpr,
-            "val_fpr_by_source": false_positive_rates_by_source(mean, labels, sources, threshold),
+            "val_fpr_by_source": {**false_positive_rates_by_source(mean, labels, sources, threshold),
+                                  **{name: float((values >= threshold).mean()) for name, values in degraded.items()}},
             "val_tpr": val_tpr,
         },
     }
@@ -323,8 +343,9 @@ def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) 
     """Record in the card of shipped detector ``name`` (or ``ensemble``) the share of its validation real faces it
     calls fake at its threshold, clean and re-encoded with H.264 at each of ``crfs``, source by source. Each face is
     encoded alone at each detector's input size, as ``deepscan evaluate --perturb h264:CRF`` encodes it (the
-    ensemble: each member's own resize, encoded). Validation faces only: the figure describes a failure, it chooses
-    nothing."""
+    ensemble: each member's own resize, encoded). Validation faces only: the threshold's budget holds on these
+    same faces at each CRF, all sources together (``calibrate``), so at a threshold fitted by that rule each row
+    stays within it overall; the rows show how each source fares."""
     from deepscan.calibration import false_positive_rates_by_source
     from deepscan.ensemble import ENSEMBLE, ENSEMBLE_CARD
     from deepscan.evaluate.perturb import apply_perturbation
