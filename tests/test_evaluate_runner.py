@@ -275,3 +275,5 @@ def test_frame_files_of_one_video_are_scored_as_one_video_at_the_video_levels(tm
     videos, labels, means = aggregate_videos(found.samples, np.array([0.2, 0.4, 0.7, 0.9, 0.1]), "video_mean")
     assert len(videos) == 3 and sorted(labels.tolist()) == [0, 0, 1]
     assert sorted(means.tolist()) == pytest.approx([0.1, 0.3, 0.8])
+    # Each frame still names its own file (scores.csv's media column), so that a number can be traced to it.
+    assert sorted(sample.media for sample in found.samples) == sorted(str((tmp_path / name).resolve()) for name in names)

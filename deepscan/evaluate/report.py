@@ -135,7 +135,7 @@ def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sa
     member_names = list(dict.fromkeys(member.name for run in runs for member in run.members or []))
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "weights_sha256", "condition", "perturbation", "strength", "dataset", "media",
+        writer.writerow(["method", "weights_sha256", "condition", "perturbation", "strength", "dataset", "media", "video",
                          "group", "frame", "label", "manipulation", "sample", "score", "logit",
                          *(f"p_fake_{name}" for name in member_names)])
         for run in runs:
@@ -146,7 +146,8 @@ def write_scores_csv(path: Path, runs: Sequence[MethodRun], samples: Sequence[Sa
                 for index, (sample, score, logit) in enumerate(zip(samples, scores, logits)):
                     members = [f"{by_member[m][index]:.6f}" if m in by_member else "" for m in member_names]
                     writer.writerow([run.method, run.weights.get("sha256") or "", name, perturbation, f"{strength:g}",
-                                     sample.dataset, sample.video, sample.resampling_unit, sample.frame_index,
+                                     sample.dataset, sample.media or sample.video, sample.video,
+                                     sample.resampling_unit, sample.frame_index,
                                      sample.label, sample.manipulation, sample.key, f"{score:.6f}", f"{logit:.6f}", *members])
     return path
 

@@ -81,6 +81,8 @@ class Sample:
     # What the bootstrap resamples whole: the source's group (a DFDC original with its fakes, one DeepFaceLive video
     # whose frames are files of their own). Empty: the media file alone.
     group: str = ""
+    # The media file itself (its full path), where ``video`` names a clip of frame files; empty: ``video`` is the file.
+    media: str = ""
 
     @property
     def resampling_unit(self) -> str:
@@ -149,6 +151,7 @@ def collect_samples(
                     face_path=face.path,
                     keypoints=face.keypoints,
                     group=f"{dataset}|{item.group}",
+                    media=str(Path(item.path).resolve()),
                 )
             )
     return result

@@ -502,7 +502,7 @@ def _scores_by_condition(path: Path) -> dict[str, dict[tuple[str, str], tuple[in
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             condition = "clean" if row["condition"] == "clean" else f"{row['perturbation']}@{row['strength']}"
-            face = (row["media"], row["frame"])
+            face = (row["media"], row["frame"])  # the file and the frame in it: frame files of one clip stay apart
             conditions.setdefault(condition, {})[face] = (int(row["label"]), float(row["score"]), row.get("group", ""))
     return conditions
 
