@@ -152,6 +152,14 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, target_fpr: 
     return threshold, float(fpr[allowed]), float(tpr[allowed])
 
 
+def false_positive_rates_with_degraded(probabilities, labels, sources, threshold: float,
+                                       degraded_reals: dict[str, np.ndarray]) -> dict[str, float]:
+    """:func:`false_positive_rates_by_source` (when ``sources`` are given), then each degradation's rate on the
+    real faces so degraded (name -> their P(fake)): the card's ``val_fpr_by_source``."""
+    rates = false_positive_rates_by_source(probabilities, labels, sources, threshold) if sources is not None else {}
+    return {**rates, **{name: float((np.asarray(values) >= threshold).mean()) for name, values in degraded_reals.items()}}
+
+
 def choose_threshold_with_degraded(probabilities, labels, target_fpr: float, sources=None,
                                    degraded_reals: dict[str, np.ndarray] | None = None) -> tuple[float, float, float]:
     """:func:`choose_threshold`, with the budget held as well on the validation real faces degraded as footage
@@ -272,8 +280,5 @@ def fit_calibration(
         "check": _check(calibration, x),
     }
     if sources is not None or degraded:
-        section["val_fpr_by_source"] = {
-            **(false_positive_rates_by_source(probabilities, y, sources, threshold) if sources is not None else {}),
-            **{name: float((values >= threshold).mean()) for name, values in degraded.items()},
-        }
+        section["val_fpr_by_source"] = false_positive_rates_with_degraded(probabilities, y, sources, threshold, degraded)
     return section

@@ -106,12 +106,18 @@ def validation_faces(recipe_path: Path, input_size: int | None = None) -> Valida
     return ValidationFaces(crops, labels, described, sources)
 
 
-def h264_encoded(crops: np.ndarray, crf: int) -> np.ndarray:
-    """Each crop encoded alone as a one-frame H.264 video at ``crf``, as ``deepscan evaluate --perturb h264:CRF``
-    encodes a face (seeded by its position, so that every call encodes a face the same way)."""
+def h264_encoder(crf: int):
+    """``(crop, index) -> crop`` encoded alone as a one-frame H.264 video at ``crf``, as ``deepscan evaluate
+    --perturb h264:CRF`` encodes a face (seeded by its position, so that every call encodes a face the same way)."""
     from deepscan.evaluate.perturb import apply_perturbation
 
-    return np.stack([apply_perturbation(crop, "h264", crf, index) for index, crop in enumerate(crops)])
+    return lambda crop, index: apply_perturbation(crop, "h264", crf, index)
+
+
+def h264_encoded(crops: np.ndarray, crf: int) -> np.ndarray:
+    """Each crop through :func:`h264_encoder`."""
+    encode = h264_encoder(crf)
+    return np.stack([encode(crop, index) for index, crop in enumerate(crops)])
 
 
 def score(detector, crops: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -271,8 +277,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
     """``ensemble.card.json``: the shipped detectors as members and the threshold on their mean calibrated P(fake),
     chosen on validation faces by the members' own rule (each member scores its own resize of the same crop, and
     encodes that resize for the H.264 copies of the real faces)."""
-    from deepscan.calibration import choose_threshold_with_degraded, false_positive_rates_by_source, threshold_rule
-    from deepscan.evaluate.perturb import apply_perturbation
+    from deepscan.calibration import choose_threshold_with_degraded, false_positive_rates_with_degraded, threshold_rule
 
     cards = {path.name.removesuffix(".card.json"): json.loads(path.read_text()) for path in sorted(into.glob("*.card.json"))}
     members = sorted(name for name, card in cards.items() if card.get("schema") == "deepscan.model-card")
@@ -283,8 +288,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
                                                          max(cards[name]["detector"]["input_size"] for name in members))
     probability = _members_probability(into, {name: cards[name] for name in members})
     mean = probability(crops)
-    degraded = {f"h264@{crf}": probability(crops[labels == 0], lambda crop, index, crf=crf:
-                                           apply_perturbation(crop, "h264", crf, index)) for crf in H264_CRFS}
+    degraded = {f"h264@{crf}": probability(crops[labels == 0], h264_encoder(crf)) for crf in H264_CRFS}
     threshold, val_fpr, val_tpr = choose_threshold_with_degraded(mean, labels, target_fpr, sources, degraded)
     rule = threshold_rule(int((labels == 0).sum()), target_fpr, len(set(sources[labels == 0].tolist())),
                           list(degraded))
@@ -296,8 +300,7 @@ def ship_ensemble(into: Path, target_fpr: float = 0.05) -> Path:
             "threshold_rule": rule.replace("calibrated", "mean calibrated"),
             "fitted_on": described,
             "val_fpr": val_fpr,
-            "val_fpr_by_source": {**false_positive_rates_by_source(mean, labels, sources, threshold),
-                                  **{name: float((values >= threshold).mean()) for name, values in degraded.items()}},
+            "val_fpr_by_source": false_positive_rates_with_degraded(mean, labels, sources, threshold, degraded),
             "val_tpr": val_tpr,
         },
     }
@@ -348,7 +351,6 @@ def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) 
     stays within it overall; the rows show how each source fares."""
     from deepscan.calibration import false_positive_rates_by_source
     from deepscan.ensemble import ENSEMBLE, ENSEMBLE_CARD
-    from deepscan.evaluate.perturb import apply_perturbation
 
     card_path = into / (ENSEMBLE_CARD if name == ENSEMBLE else f"{name}.card.json")
     card = _read_card(card_path)
@@ -364,8 +366,7 @@ def h264_false_alarms(name: str, into: Path, crfs: tuple[int, ...] = H264_CRFS) 
 
     rows = []
     for crf in (None, *crfs):
-        encode = None if crf is None else (lambda crop, index, crf=crf: apply_perturbation(crop, "h264", crf, index))
-        p = probability(reals, encode)
+        p = probability(reals, None if crf is None else h264_encoder(crf))
         rows.append({"crf": crf, "false_alarms": round(float((p >= threshold).mean()), 4),
                      "by_source": {source: round(rate, 4) for source, rate in
                                    false_positive_rates_by_source(p, np.zeros(len(p)), sources, threshold).items()}})
