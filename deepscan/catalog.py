@@ -5,10 +5,12 @@ from __future__ import annotations
 
 # What `scan` and `explain` use without --method: the shipped detector best on the forgery sources it never saw
 # among those that scan at least 5 faces/s on a 2-core CPU; where none has a clear lead there, the one that calls
-# fewer real faces fake after H.264 re-encoding. PEL and MC-LCR are level on the held-out sources and ahead of the
-# others; MC-LCR calls 6.7 % of real validation faces fake at H.264 CRF 18 where PEL calls 19 % (README, "What the
-# shipped detectors measured"), and scans about 25 faces/s.
-DEFAULT_METHOD = "mclcr"
+# fewer real faces fake: first the validation reals after H.264 re-encoding (all four CRFs counted together), then
+# the held-out real footage of those unseen sources. PEL and MC-LCR are level on the unseen sources and ahead of the
+# others; PEL calls 55 of the 1,556 re-encoded validation reals fake where MC-LCR calls 69, and 4.5 % of the
+# DeepFaceLive demos' real halves where MC-LCR calls 12.5 % (README, "What the shipped detectors measured"). It scans
+# about 11 faces/s.
+DEFAULT_METHOD = "pel"
 
 
 def detector_row(name: str) -> dict:
