@@ -220,6 +220,14 @@ def test_compare_pairs_two_detectors_faces_by_group_on_each_evaluation(tmp_path,
     # A video's real and fake halves share its group, as in the DeepFaceLive demos: 6 groups of 8 faces.
     assert "(48 faces, 6 groups resampled whole)" in line
     assert compare("good", "absent", out, splits) == []
+    # Faces named otherwise in one of the two (a scores.csv written before frames kept their own file) pair with
+    # nothing: the row says so instead of vanishing.
+    renamed = out / "renamed" / "cross_source_deepfacelive"
+    renamed.mkdir(parents=True)
+    text = (out / "poor" / "cross_source_deepfacelive" / "scores.csv").read_text().replace("/data/", "/clips/")
+    (renamed / "scores.csv").write_text(text)
+    assert compare("good", "renamed", out, splits) == [
+        "cross_source_deepfacelive clean: no face scored by both; re-run the older evaluation"]
 
 
 def test_ship_calibrates_on_the_validation_faces_of_the_recipe_it_is_given(tmp_path, shipped, monkeypatch):

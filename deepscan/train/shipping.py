@@ -526,6 +526,9 @@ def compare(first: str, second: str, out: Path, splits: Path, resamples: int = 1
                 continue
             b = second_scores.get(condition, {})
             faces = sorted(set(a) & set(b))
+            if not faces:  # e.g. one scores.csv older than the other's way of naming a frame's file
+                lines.append(f"{key} {condition}: no face scored by both; re-run the older evaluation")
+                continue
             labels = [a[face][0] for face in faces]
             if not has_both_classes(labels):
                 continue
